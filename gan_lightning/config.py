@@ -1,0 +1,45 @@
+"""Checks on the composed config, so impossible values fail before any training starts."""
+
+from omegaconf import DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    pass
+
+
+# key -> (test, allowed range as shown to the user)
+RULES = {
+    "optim.lr_g": (lambda v: v > 0, "> 0"),
+    "optim.lr_d": (lambda v: v > 0, "> 0"),
+    "optim.d_steps": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    "optim.betas": (lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1)"),
+    "data.batch_size": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    "data.num_workers": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+    "model.latent_dim": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    "model.hidden_dim": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+}
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError naming the first key whose value is outside its allowed range."""
+    for key, (ok, allowed) in RULES.items():
+        value = OmegaConf.select(cfg, key)
+        if value is None:
+            continue
+        try:
+            valid = bool(ok(value))
+        except TypeError:
+            valid = False
+        if not valid:
+            raise ConfigError(f"{key} must be {allowed}, got {value!r}")
+
+
+def pick(cfg: DictConfig, keys) -> dict:
+    """The values of dotted keys, as TensorBoard's hparams tab accepts them (scalars and strings)."""
+    picked = {}
+    for key in keys:
+        value = OmegaConf.select(cfg, key)
+        if OmegaConf.is_config(value):
+            value = str(OmegaConf.to_container(value))
+        picked[key] = value if isinstance(value, (bool, int, float, str)) else str(value)
+    return picked

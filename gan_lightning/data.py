@@ -1,0 +1,114 @@
+"""MNIST for GAN training: read once by torchvision, then served from memory, a batch per index gather.
+
+torchvision's per-sample path (PIL image -> ToTensor -> Normalize -> collate) costs more than
+the reference MLPs' arithmetic. Here the images stay one uint8 tensor and a batch is one gather
+plus one scaling, giving the same values as ToTensor + Normalize(0.5, 0.5), i.e. [-1, 1].
+Shuffling and DDP sharding still come from the DataLoader's sampler, which Lightning replaces
+with a DistributedSampler under DDP.
+"""
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision.datasets import MNIST
+
+
+class MNISTNotFoundError(RuntimeError):
+    pass
+
+
+def scale_to_tanh_range(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [-1, 1], the range of the generator's Tanh."""
+    return images.float().div_(127.5).sub_(1.0)
+
+
+def mnist_raw_folder(root: str) -> Path:
+    return Path(root).resolve() / "MNIST" / "raw"
+
+
+def find_or_download_mnist(root: str, download: bool) -> None:
+    """Make sure the four MNIST files are under root/MNIST/raw, downloading them if allowed."""
+    raw = mnist_raw_folder(root)
+    # torchvision's own list of the files, without their .gz ending
+    names = [Path(url).stem for url, _ in MNIST.resources]
+    if all((raw / name).is_file() for name in names):
+        return
+    hint = f"MNIST not found in {raw}. Point data.root at a folder that holds MNIST/raw/ (for example data.root=../shared/data)"
+    if not download:
+        raise MNISTNotFoundError(hint + " or allow data.download=true.")
+    try:
+        MNIST(root, train=True, download=True)
+        MNIST(root, train=False, download=True)
+    except Exception as err:  # torchvision raises RuntimeError, URLError or OSError depending on the mirror
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise MNISTNotFoundError(f"{hint}; downloading it failed ({reason}).") from None
+
+
+def load_mnist_images(root: str, train: bool = True) -> torch.Tensor:
+    """The images of one split as a uint8 tensor (N, 1, 28, 28), read by torchvision."""
+    try:
+        return MNIST(root, train=train, download=False).data.unsqueeze(1)
+    except RuntimeError:
+        raise MNISTNotFoundError(f"MNIST not found in {mnist_raw_folder(root)}") from None
+
+
+class InMemoryImages(Dataset):
+    """A uint8 image tensor served scaled to [-1, 1]; batched fetches are one gather."""
+
+    def __init__(self, images: torch.Tensor):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return scale_to_tanh_range(self.images[index])
+
+    def __getitems__(self, indices: list[int]) -> torch.Tensor:
+        # The DataLoader hands a whole batch of indices here when the dataset defines this method.
+        return scale_to_tanh_range(self.images[torch.as_tensor(indices)])
+
+
+def keep_batch(batch: torch.Tensor) -> torch.Tensor:
+    """collate_fn for batches that __getitems__ already stacked (module-level so workers can pickle it)."""
+    return batch
+
+
+class MNISTDataModule(L.LightningDataModule):
+    def __init__(self, root: str = "data", batch_size: int = 64, num_workers: int = 0, download: bool = True):
+        super().__init__()
+        self.root = str(root)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.download = download
+        self.train_set: InMemoryImages | None = None
+        self.test_set: InMemoryImages | None = None
+
+    def prepare_data(self) -> None:
+        find_or_download_mnist(self.root, self.download)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:
+            self.train_set = InMemoryImages(load_mnist_images(self.root, train=True))
+        if self.test_set is None:
+            self.test_set = InMemoryImages(load_mnist_images(self.root, train=False))
+
+    def _loader(self, dataset: Dataset, shuffle: bool, drop_last: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=keep_batch,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        # Full batches only: a small last batch would weigh its few samples more in both losses.
+        return self._loader(self.train_set, shuffle=True, drop_last=True)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, shuffle=False, drop_last=False)

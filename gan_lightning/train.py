@@ -1,0 +1,123 @@
+"""Hydra entry point: compose the config, build everything from it, train."""
+
+import logging
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf, read_write
+from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+from gan_lightning.config import ConfigError, pick, validate
+from gan_lightning.data import MNISTNotFoundError
+
+log = logging.getLogger(__name__)
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def several_processes(trainer_cfg: DictConfig) -> bool:
+    devices = trainer_cfg.get("devices", 1)
+    if trainer_cfg.get("num_nodes", 1) > 1:
+        return True
+    if isinstance(devices, str):
+        return devices == "auto" or devices == "-1" or ("," in devices.strip(",")) or (devices.isdigit() and int(devices) > 1)
+    if isinstance(devices, int):
+        return devices == -1 or devices > 1
+    return len(devices) > 1  # a list of device ids
+
+
+def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
+    kwargs = {}
+    if cfg.trainer.strategy == "auto" and several_processes(cfg.trainer):
+        # Each GAN step leaves one network out of the backward pass (D's step does not need G's
+        # gradients, G's step not D's), which plain DDP's unused-parameter check rejects.
+        kwargs["strategy"] = "ddp_find_unused_parameters_true"
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, **kwargs)
+
+
+DDP_LAUNCH_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+@contextmanager
+def ddp_launch_scope():
+    """Let each job of a Hydra multirun launch its own DDP processes.
+
+    Lightning's DDP launcher starts the other ranks by re-running sys.argv with
+    hydra.run.dir=HydraConfig.run.dir. In a multirun that would start the whole sweep again, in
+    a new folder: point it at this job alone (its overrides) in this job's folder. The launcher
+    also leaves its variables in os.environ (LOCAL_RANK makes the next job believe its processes
+    are started externally) and a process group behind: undo both when the job ends.
+    """
+    hydra_cfg = HydraConfig.get()
+    saved_argv = sys.argv
+    saved_env = {key: os.environ.get(key) for key in DDP_LAUNCH_VARIABLES}
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
+        with read_write(hydra_cfg):
+            hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
+    try:
+        yield
+    finally:
+        sys.argv = saved_argv
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+@rank_zero_only
+def log_hparams(loggers: list, params: dict, metric_names: list[str]) -> None:
+    """Fill TensorBoard's hparams tab, linking the run's params to scalars logged under metric_names.
+    (Lightning's log_hyperparams would also write a placeholder value for each metric.)"""
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            writer = logger.experiment._get_file_writer()
+            for summary in hparams_summary(params, {name: 0.0 for name in metric_names}):
+                writer.add_summary(summary)
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Train from a composed config; returns cfg.optimized_metric's final value (for sweepers)."""
+    validate(cfg)
+    if cfg.seed is not None:
+        L.seed_everything(cfg.seed, workers=True)
+
+    datamodule = instantiate(cfg.data.datamodule)
+    datamodule.prepare_data()  # fail on missing data before launching processes or building models
+    module = instantiate(cfg.module, _recursive_=False)
+    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
+    loggers = [instantiate(c) for c in (cfg.logger or {}).values() if c is not None]
+    trainer = build_trainer(cfg, callbacks, loggers)
+    log_hparams(loggers, pick(cfg, cfg.hparams_to_log), list(cfg.hparams_metrics))
+
+    with ddp_launch_scope():
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+
+    metric = trainer.callback_metrics.get(cfg.optimized_metric) if cfg.optimized_metric else None
+    return None if metric is None else float(metric)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    OmegaConf.resolve(cfg)
+    try:
+        return train(cfg)
+    except (ConfigError, MNISTNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
