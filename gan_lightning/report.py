@@ -36,6 +36,7 @@ class Run:
     config: dict
     scalars: dict[str, Series] = field(default_factory=dict)
     wall_time: float | None = None  # seconds from the first to the last logged event
+    has_log: bool = False  # TensorBoard event files or a metrics.csv were found
     problem: str | None = None  # why the run is left out (crashed, unfinished, no logs); None when complete
 
     @property
@@ -120,6 +121,7 @@ def load_run(run_dir: Path) -> Run:
     overrides = list(OmegaConf.load(overrides_file)) if overrides_file.exists() else []
     run = Run(run_dir, [str(o) for o in overrides], config)
     csv_logs = sorted(run_dir.rglob("metrics.csv"))
+    run.has_log = bool(csv_logs) or any(run_dir.rglob("events.out.tfevents.*"))
     if any(run_dir.rglob("events.out.tfevents.*")):
         run.scalars, run.wall_time = read_tensorboard(run_dir)
     elif csv_logs:
@@ -130,10 +132,10 @@ def load_run(run_dir: Path) -> Run:
 
 def find_problem(run: Run) -> str | None:
     """Why the run did not finish training as configured, judged from what it left behind."""
-    if not run.scalars:
+    if not run.has_log:
         return "no TensorBoard events or metrics.csv: the job crashed before training (its error is in the sweep's console output)"
     if not any(tag in run.scalars for tag in TRAIN_TAGS):
-        return "no training scalars logged"
+        return "no training scalars logged (a crash in the first steps, or fewer steps than trainer.log_every_n_steps)"
     trainer = run.config.get("trainer", {})
     last_step = max(s for series in run.scalars.values() for s, _ in series)
     max_steps = trainer.get("max_steps") or -1
@@ -262,8 +264,8 @@ def plot_early_steps(groups, out: Path, early_steps: int) -> bool:
     drawn |= plot_curves(ax_g, groups, "train/grad_norm_g", max_x=early_steps)
     ax_d.set(xlabel="step (batch)", ylabel="mean D(G(z))", title=f"D(G(z)) over the first {early_steps} steps")
     ax_g.set(xlabel="step (batch)", ylabel="‖∇G‖ (generator loss)", title=f"generator gradient norm, first {early_steps} steps", yscale="log")
-    ax_d.legend(fontsize=7)
     if drawn:
+        ax_d.legend(fontsize=7)
         save(fig, out)
     plt.close(fig)
     return drawn
