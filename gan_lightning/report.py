@@ -32,16 +32,13 @@ Series = list[tuple[int, float]]  # (step, value)
 @dataclass
 class Run:
     path: Path
+    name: str  # the run's folder inside the sweep (Hydra: <job.num>_<override_dirname>)
     overrides: list[str]
     config: dict
     scalars: dict[str, Series] = field(default_factory=dict)
     wall_time: float | None = None  # seconds from the first to the last logged event
     has_log: bool = False  # TensorBoard event files or a metrics.csv were found
     problem: str | None = None  # why the run is left out (crashed, unfinished, no logs); None when complete
-
-    @property
-    def name(self) -> str:
-        return self.path.name
 
     @property
     def job_num(self) -> int:
@@ -114,12 +111,12 @@ def read_csv_log(path: Path, started: float) -> tuple[dict[str, Series], float]:
     return {tag: sorted(points.items()) for tag, points in scalars.items()}, path.stat().st_mtime - started
 
 
-def load_run(run_dir: Path) -> Run:
+def load_run(run_dir: Path, name: str) -> Run:
     hydra_dir = run_dir / ".hydra"
     config = OmegaConf.to_container(OmegaConf.load(hydra_dir / "config.yaml"))
     overrides_file = hydra_dir / "overrides.yaml"
     overrides = list(OmegaConf.load(overrides_file)) if overrides_file.exists() else []
-    run = Run(run_dir, [str(o) for o in overrides], config)
+    run = Run(run_dir, name, [str(o) for o in overrides], config)
     csv_logs = sorted(run_dir.rglob("metrics.csv"))
     run.has_log = bool(csv_logs) or any(run_dir.rglob("events.out.tfevents.*"))
     if any(run_dir.rglob("events.out.tfevents.*")):
@@ -154,10 +151,9 @@ def find_problem(run: Run) -> str | None:
 
 
 def find_runs(sweep_dir: Path) -> list[Run]:
-    run_dirs = [d for d in sweep_dir.iterdir() if (d / ".hydra" / "config.yaml").exists()]
-    if (sweep_dir / ".hydra" / "config.yaml").exists():  # a single run's folder
-        run_dirs.append(sweep_dir)
-    runs = [load_run(d) for d in run_dirs]
+    # Any depth: an override value holding a "/" (optimized_metric=eval/fid_mnist) nests the run folder.
+    run_dirs = [config.parent.parent for config in sweep_dir.rglob(".hydra/config.yaml")]
+    runs = [load_run(d, str(d.relative_to(sweep_dir)) if d != sweep_dir else d.name) for d in run_dirs]
     return sorted(runs, key=lambda r: (r.job_num, r.name))
 
 
@@ -169,9 +165,19 @@ def group_runs(runs: list[Run]) -> dict[str, list[Run]]:
     shared = set.intersection(*(set(k) for k in keys)) if keys else set()
     groups = {}
     for key in keys:
-        label = ", ".join(o for o in key if o not in shared) or ", ".join(key) or "(defaults)"
+        label = ", ".join(short(o) for o in key if o not in shared) or ", ".join(key) or "(defaults)"
         groups[label] = [r for r in complete if r.config_key == key]
     return groups
+
+
+def short(override: str) -> str:
+    """key=value with a float value to 3 significant digits (Optuna's trials have long floats)."""
+    key, _, value = override.partition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        return override
+    return override if number.is_integer() else f"{key}={number:.3g}"
 
 
 def mean_std(values: list[float | None], digits: int = 2) -> str:
@@ -334,6 +340,9 @@ def write_report(sweep_dir: Path, early_steps: int = 500) -> Path:
         *table(groups),
         "",
     ]
+    results = sweep_dir / "optimization_results.yaml"
+    if results.exists():  # an Optuna search: its best trial
+        lines += ["Optuna's result (`optimization_results.yaml`):", "", "```yaml", results.read_text().strip(), "```", ""]
     if not any(r.scalars.get(FID) for rs in groups.values() for r in rs):
         lines += ["No eval metrics (eval/fid_mnist ...) in these runs: FID and coverage are n/a.", ""]
 
