@@ -165,7 +165,7 @@ def group_runs(runs: list[Run]) -> dict[str, list[Run]]:
     shared = set.intersection(*(set(k) for k in keys)) if keys else set()
     groups = {}
     for key in keys:
-        label = ", ".join(short(o) for o in key if o not in shared) or ", ".join(key) or "(defaults)"
+        label = ", ".join(short(o) for o in key if o not in shared) or "all runs"
         groups[label] = [r for r in complete if r.config_key == key]
     return groups
 
