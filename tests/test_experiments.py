@@ -6,6 +6,8 @@ import struct
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
 from torch.utils.tensorboard import SummaryWriter
 
 from conftest import FAST, check, run_train
@@ -42,6 +44,24 @@ def test_report_of_a_sweep_pools_seeds_and_lists_the_crashed_job(mnist_root, tmp
     # FID plot exactly when the runs logged FID (the eval callback), otherwise "n/a" in the table.
     fid_logged = "n/a" not in rows[0].split("|")[3]
     assert (sweep / "fid_vs_epoch.png").exists() == fid_logged
+
+    # `tensorboard --logdir <sweep>`: each run's hparams tab row has its seed, beside the logged FID.
+    for seed in (1, 2):
+        events = next(sweep.glob(f"*seed={seed}*/tensorboard"))
+        hparams = hparams_tab(events)
+        assert hparams["seed"] == seed and "eval/fid_mnist" in hparams["metrics"]
+        assert ("eval/fid_mnist" in hparams["scalars"]) == fid_logged
+
+
+def hparams_tab(folder):
+    """What TensorBoard's hparams plugin reads from a run's events: hparams, metric columns, scalars."""
+    acc = EventAccumulator(str(folder))
+    acc.Reload()
+    content = acc.PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    values = {name: value.number_value if value.HasField("number_value") else value.string_value for name, value in start.hparams.items()}
+    return {**values, "metrics": [m.name.tag for m in experiment.metric_infos], "scalars": acc.Tags()["scalars"]}
 
 
 def fake_run(folder, overrides, epochs_logged, max_epochs=2, eval_metrics=False, csv=False):
