@@ -139,14 +139,14 @@ def find_problem(run: Run) -> str | None:
     if max_steps > 0:
         # Scalars are written every log_every_n_steps steps, so the last one can fall short of max_steps.
         if last_step + trainer.get("log_every_n_steps", 1) < max_steps:
-            return f"stopped at step {last_step} of {max_steps}"
+            return f"unfinished: logged up to step {last_step} of {max_steps} (crashed, interrupted or still running)"
         return None
     max_epochs = trainer.get("max_epochs")
     samples = run.last_sample()
     # The sample grid of an epoch is written when the epoch ends; the epoch scalar when it starts.
     epochs_done = int(samples.stem.split("_")[1]) + 1 if samples else (run.epoch_at(last_step) or 0) + 1
     if max_epochs is not None and max_epochs > 0 and epochs_done < max_epochs:
-        return f"stopped after epoch {epochs_done} of {max_epochs}"
+        return f"unfinished: {epochs_done} of {max_epochs} epochs done (crashed, interrupted or still running)"
     return None
 
 

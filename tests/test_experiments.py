@@ -103,7 +103,7 @@ def test_report_tables_eval_metrics_per_configuration_and_skips_unfinished_runs(
     non_saturating = next(line for line in text.splitlines() if line.startswith("| loss=non_saturating |"))
     assert non_saturating.split("|")[2:4] == [" 1 (2) ", " n/a "]  # the CSV-logged run, no eval metrics
     unfinished = next(line for line in text.splitlines() if "`2_loss=non_saturating,seed=1`" in line)
-    assert "stopped after epoch 1 of 2" in unfinished
+    assert "unfinished: 1 of 2 epochs done" in unfinished
     assert png_size(tmp_path / "fid_vs_epoch.png")[0] > 100
 
 
