@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
@@ -258,6 +259,7 @@ def plot_fid(groups, out: Path) -> bool:
     drawn = plot_curves(ax, groups, FID, eval_epoch)
     if drawn:
         ax.set(xlabel="epoch", ylabel="FID (MNIST classifier features)", title="FID against epoch (mean ± std over seeds)")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.legend(fontsize=7)
         save(fig, out)
     plt.close(fig)
