@@ -214,8 +214,8 @@ def table(groups: dict[str, list[Run]]) -> list[str]:
     return lines
 
 
-def mean_curve(runs: list[Run], tag: str, x_of=None) -> tuple[list[float], list[float], list[float]]:
-    """Mean and std over runs of one scalar at each x (step, or x_of(run, step)) logged by all runs."""
+def mean_curve(runs: list[Run], tag: str, x_of=None) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Mean, min and max over runs of one scalar at each x (step, or x_of(run, step)) logged by all runs."""
     per_x: dict[float, list[float]] = defaultdict(list)
     for run in runs:
         for step, value in run.scalars.get(tag, []):
@@ -223,21 +223,20 @@ def mean_curve(runs: list[Run], tag: str, x_of=None) -> tuple[list[float], list[
             if x is not None:
                 per_x[x].append(value)
     xs = sorted(x for x, vs in per_x.items() if len(vs) == len(runs))
-    means = [statistics.mean(per_x[x]) for x in xs]
-    stds = [statistics.stdev(per_x[x]) if len(runs) > 1 else 0.0 for x in xs]
-    return xs, means, stds
+    return xs, [statistics.mean(per_x[x]) for x in xs], [min(per_x[x]) for x in xs], [max(per_x[x]) for x in xs]
 
 
 def plot_curves(ax, groups: dict[str, list[Run]], tag: str, x_of=None, max_x: float | None = None) -> bool:
+    """One line per configuration: the mean over its seeds, shaded from the lowest to the highest seed
+    (a band that stays positive on the log scales of D(G(z)) and of the gradient norm)."""
     drawn = False
     for label, runs in groups.items():
-        xs, means, stds = mean_curve(runs, tag, x_of)
-        keep = [i for i, x in enumerate(xs) if max_x is None or x <= max_x]
-        if not keep:
+        curve = [point for point in zip(*mean_curve(runs, tag, x_of)) if max_x is None or point[0] <= max_x]
+        if not curve:
             continue
-        xs, means, stds = [xs[i] for i in keep], [means[i] for i in keep], [stds[i] for i in keep]
+        xs, means, lows, highs = zip(*curve)
         (line,) = ax.plot(xs, means, marker="." if len(xs) < 30 else None, label=f"{label} (n={len(runs)})")
-        ax.fill_between(xs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)], color=line.get_color(), alpha=0.15)
+        ax.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.15)
         drawn = True
     return drawn
 
@@ -250,7 +249,7 @@ def eval_epoch(run: Run, step: int) -> int | None:
 
 def save(fig, path: Path) -> None:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -258,7 +257,7 @@ def plot_fid(groups, out: Path) -> bool:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     drawn = plot_curves(ax, groups, FID, eval_epoch)
     if drawn:
-        ax.set(xlabel="epoch", ylabel="FID (MNIST classifier features)", title="FID against epoch (mean ± std over seeds)")
+        ax.set(xlabel="epoch", ylabel="FID (MNIST classifier features)", title="FID against epoch (mean over seeds, band: min to max)")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.legend(fontsize=7)
         save(fig, out)
