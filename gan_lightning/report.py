@@ -162,7 +162,7 @@ def group_runs(runs: list[Run]) -> dict[str, list[Run]]:
     """Complete runs by configuration, labelled by the overrides that vary between configurations
     (those shared by the whole sweep, such as data.root, would only lengthen every label)."""
     complete = [r for r in runs if r.problem is None]
-    keys = sorted({r.config_key for r in complete}, key=lambda k: min(r.job_num for r in complete if r.config_key == k))
+    keys = list(dict.fromkeys(r.config_key for r in complete))  # in the order of the runs
     shared = set.intersection(*(set(k) for k in keys)) if keys else set()
     groups = {}
     for key in keys:
@@ -321,16 +321,21 @@ def sweep_command(sweep_dir: Path) -> str | None:
     return " ".join(["python train.py -m", *map(str, task)])
 
 
-def write_report(sweep_dir: Path, early_steps: int = 500) -> Path:
-    """Read the sweep's runs and write report.md and the PNGs into sweep_dir; returns report.md."""
+def write_report(sweep_dir: Path, early_steps: int = 500, more_sweeps: tuple[Path, ...] = ()) -> Path:
+    """Read the sweep's runs (and those of more_sweeps, e.g. the rest of a grid run separately) and
+    write report.md and the PNGs into sweep_dir; returns report.md."""
     sweep_dir = Path(sweep_dir)
     runs = find_runs(sweep_dir)
+    for other in map(Path, more_sweeps):
+        for run in find_runs(other):
+            run.name = f"{other.name}/{run.name}"
+            runs.append(run)
     groups = group_runs(runs)
     left_out = [r for r in runs if r.problem]
-    lines = [f"# Sweep report: `{sweep_dir.name}`", ""]
-    command = sweep_command(sweep_dir)
-    if command:
-        lines += ["Command:", "", f"    {command}", ""]
+    lines = [f"# Sweep report: `{'`, `'.join(d.name for d in (sweep_dir, *map(Path, more_sweeps)))}`", ""]
+    commands = [c for c in map(sweep_command, (sweep_dir, *map(Path, more_sweeps))) if c]
+    if commands:
+        lines += ["Command:" if len(commands) == 1 else "Commands:", "", *(f"    {c}" for c in commands), ""]
     lines += [
         f"{len(runs)} runs found, {len(runs) - len(left_out)} complete, in {len(groups)} configurations "
         f"(runs that differ only by {', '.join(sorted(POOLED_KEYS))} are pooled: mean ± std over them).",
@@ -372,12 +377,14 @@ def write_report(sweep_dir: Path, early_steps: int = 500) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sweep_dir", type=Path, help="a sweep folder, e.g. outputs/multirun/<timestamp>")
+    parser.add_argument("sweep_dir", type=Path, help="a sweep folder, e.g. outputs/multirun/<timestamp>; the report goes there")
+    parser.add_argument("more_sweeps", type=Path, nargs="*", help="more sweep folders to report with it (e.g. the rest of a grid)")
     parser.add_argument("--early-steps", type=int, default=500, help="steps shown in early_steps.png (default 500)")
     args = parser.parse_args(argv)
-    if not args.sweep_dir.is_dir():
-        parser.error(f"{args.sweep_dir} is not a folder")
-    report = write_report(args.sweep_dir, args.early_steps)
+    for folder in (args.sweep_dir, *args.more_sweeps):
+        if not folder.is_dir():
+            parser.error(f"{folder} is not a folder")
+    report = write_report(args.sweep_dir, args.early_steps, tuple(args.more_sweeps))
     print(f"wrote {report}")
 
 

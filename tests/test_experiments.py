@@ -90,12 +90,13 @@ def fake_run(folder, overrides, epochs_logged, max_epochs=2, eval_metrics=False,
 
 
 def test_report_tables_eval_metrics_per_configuration_and_skips_unfinished_runs(tmp_path):
-    fake_run(tmp_path / "0_loss=minimax,seed=1", ["loss=minimax", "seed=1"], 2, eval_metrics=True)
-    fake_run(tmp_path / "1_loss=minimax,seed=2", ["loss=minimax", "seed=2"], 2, eval_metrics=True)
-    fake_run(tmp_path / "2_loss=non_saturating,seed=1", ["loss=non_saturating", "seed=1"], 1, eval_metrics=True)
-    fake_run(tmp_path / "3_loss=non_saturating,seed=2", ["loss=non_saturating", "seed=2"], 2, csv=True)
+    sweep, rest = tmp_path / "sweep", tmp_path / "rest_of_the_grid"
+    fake_run(sweep / "0_loss=minimax,seed=1", ["loss=minimax", "seed=1"], 2, eval_metrics=True)
+    fake_run(sweep / "1_loss=minimax,seed=2", ["loss=minimax", "seed=2"], 2, eval_metrics=True)
+    fake_run(sweep / "2_loss=non_saturating,seed=1", ["loss=non_saturating", "seed=1"], 1, eval_metrics=True)
+    fake_run(rest / "0_loss=non_saturating,seed=2", ["loss=non_saturating", "seed=2"], 2, csv=True)
 
-    text = write_report(tmp_path).read_text()
+    text = write_report(sweep, more_sweeps=(rest,)).read_text()
 
     minimax = next(line for line in text.splitlines() if line.startswith("| loss=minimax |"))
     # final FID: 100/2 + seed over seeds 1, 2 -> 51.5 ± 0.71; best = final here; 10 classes.
@@ -104,7 +105,7 @@ def test_report_tables_eval_metrics_per_configuration_and_skips_unfinished_runs(
     assert non_saturating.split("|")[2:4] == [" 1 (2) ", " n/a "]  # the CSV-logged run, no eval metrics
     unfinished = next(line for line in text.splitlines() if "`2_loss=non_saturating,seed=1`" in line)
     assert "unfinished: 1 of 2 epochs done" in unfinished
-    assert png_size(tmp_path / "fid_vs_epoch.png")[0] > 100
+    assert png_size(sweep / "fid_vs_epoch.png")[0] > 100
 
 
 def test_loss_study_and_optuna_search_configs_compose():
