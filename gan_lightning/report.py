@@ -144,7 +144,8 @@ def find_problem(run: Run) -> str | None:
         return None
     max_epochs = trainer.get("max_epochs")
     samples = run.last_sample()
-    # The sample grid of an epoch is written when the epoch ends; the epoch scalar when it starts.
+    # An epoch's sample grid is written when it ends. Without grids, the last epoch seen in the
+    # scalars counts as done (a crash inside it then goes unnoticed).
     epochs_done = int(samples.stem.split("_")[1]) + 1 if samples else (run.epoch_at(last_step) or 0) + 1
     if max_epochs is not None and max_epochs > 0 and epochs_done < max_epochs:
         return f"unfinished: {epochs_done} of {max_epochs} epochs done (crashed, interrupted or still running)"
