@@ -17,6 +17,7 @@ RULES = {
     "data.num_workers": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
     "model.latent_dim": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
     "model.hidden_dim": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    "model.channels": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
     "optim.lr_schedule": (lambda v: v in ("linear", "cosine"), "null, linear or cosine"),
     "loss.gradient_penalty_weight": (lambda v: v >= 0, ">= 0"),
     "regularization.r1_weight": (lambda v: v >= 0, ">= 0"),
