@@ -17,6 +17,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, read_write
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
+from gan_lightning.alarms import NonFiniteError
 from gan_lightning.config import ConfigError, pick, validate
 from gan_lightning.data import MNISTNotFoundError
 
@@ -96,7 +97,7 @@ def train(cfg: DictConfig) -> float | None:
 
     datamodule = instantiate(cfg.data.datamodule)
     datamodule.prepare_data()  # fail on missing data before launching processes or building models
-    module = instantiate(cfg.module, _recursive_=False)
+    module = instantiate(cfg.module, _recursive_=False, _convert_="all")  # plain containers: checkpoints then load with torch.load(weights_only=True)
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
     loggers = [instantiate(c) for c in (cfg.logger or {}).values() if c is not None]
     trainer = build_trainer(cfg, callbacks, loggers)
@@ -117,6 +118,12 @@ def main(cfg: DictConfig) -> float | None:
     except (ConfigError, MNISTNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except NonFiniteError as err:
+        log.error("%s", err)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            return float("nan")  # one diverged job should not end the whole sweep
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(3)
 
 
 if __name__ == "__main__":

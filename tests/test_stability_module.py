@@ -116,7 +116,7 @@ def test_remedies_train_from_the_command_line(mnist_root, tmp_path, overrides):
     check(run_train(*FAST, f"data.root={mnist_root}", f"hydra.run.dir={tmp_path}", *overrides))
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
-    module = GAN.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    module = GAN.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
     if "ema=on" in overrides:
         assert module.generator_ema.n_averaged.item() == ckpt["global_step"] - 2 + 1
         assert module.sampler() is module.generator_ema.module
