@@ -14,7 +14,7 @@ from gan_lightning.alarms import CollapseAlarm, NonFiniteAlarm, NonFiniteError
 def test_planted_nan_stops_the_run_naming_step_and_loss_and_keeps_the_last_good_checkpoint(mnist_root, tmp_path):
     # 256 images / 32 = 8 batches per epoch: epoch 0 ends at step 8 with a checkpoint, and the
     # 12th D loss (epoch 1, step 11) is NaN.
-    result = run_train(*FAST, f"data.root={mnist_root}", f"hydra.run.dir={tmp_path}", "trainer.max_epochs=3",
+    result = run_train(*FAST, "eval=none", f"data.root={mnist_root}", f"hydra.run.dir={tmp_path}", "trainer.max_epochs=3",
                        "loss.discriminator._target_=tests.planted.discriminator_loss_nan_at_call", "+loss.discriminator.call=12")
     assert result.returncode == 3, result.stderr[-3000:]
     assert "non-finite training at step 11 (epoch 1): loss_d is nan" in result.stderr
@@ -25,7 +25,7 @@ def test_planted_nan_stops_the_run_naming_step_and_loss_and_keeps_the_last_good_
     assert last["global_step"] == 8
     assert all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
     # ... and it resumes from there, with the plain loss.
-    check(run_train(*FAST, f"data.root={mnist_root}", f"hydra.run.dir={tmp_path / 'resumed'}", "trainer.max_epochs=2",
+    check(run_train(*FAST, "eval=none", f"data.root={mnist_root}", f"hydra.run.dir={tmp_path / 'resumed'}", "trainer.max_epochs=2",
                     f"ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}"))
 
 
@@ -73,13 +73,17 @@ def test_low_coverage_alarm_reads_the_evaluation_metric():
     assert alarm.raised["low_coverage"] and trainer.should_stop is False
 
 
-def test_d_won_alarm_fires_in_a_real_run_with_a_flag_and_a_text_entry(mnist_root, tmp_path):
-    # Thresholds every state satisfies, so the alarm must fire after its window of 4 steps.
+def test_alarms_fire_in_a_real_run_with_flags_and_text_entries(mnist_root, tmp_path):
+    # Thresholds every state satisfies: D-won must fire after its window of 4 steps, and
+    # low coverage when the evaluation callback logs eval/classes_covered (at most 10 < 11).
     check(run_train(*FAST, f"data.root={mnist_root}", f"hydra.run.dir={tmp_path}", "callbacks.collapse_alarm.d_real_above=0",
-                    "callbacks.collapse_alarm.d_fake_below=1", "callbacks.collapse_alarm.window_steps=4"))
+                    "callbacks.collapse_alarm.d_fake_below=1", "callbacks.collapse_alarm.window_steps=4",
+                    "callbacks.collapse_alarm.min_classes_covered=11", "eval.num_samples=200", "eval.batch_size=100"))
     events = EventAccumulator(str(next((tmp_path / "tensorboard").glob("events*"))), size_guidance={"tensors": 0})
     events.Reload()
     flags = [(e.step, e.value) for e in events.Scalars("alarm/d_won")]
     assert flags[:6] == [(1, 0.0), (2, 0.0), (3, 0.0), (4, 0.0), (5, 1.0), (6, 1.0)]
-    assert "alarm/d_won/text_summary" in events.Tags()["tensors"]
-    assert "alarm/d_won" in (tmp_path / "train.log").read_text()
+    assert [e.value for e in events.Scalars("alarm/low_coverage")] == [1.0]
+    assert {"alarm/d_won/text_summary", "alarm/low_coverage/text_summary"} <= set(events.Tags()["tensors"])
+    log = (tmp_path / "train.log").read_text()
+    assert "alarm/d_won" in log and "alarm/low_coverage: step 8: mode collapse" in log

@@ -32,8 +32,8 @@ def test_discriminator_scores_each_image_independently_of_its_batch():
 
 
 def test_model_dcgan_trains_from_the_command_line(mnist_root, tmp_path):
-    check(run_train(*FAST, f"data.root={mnist_root}", f"hydra.run.dir={tmp_path}", "model=dcgan", "model.channels=8",
-                    "trainer.limit_train_batches=3", "ema=on", "ema.start_step=1"))
+    check(run_train(*FAST, "eval=none", f"data.root={mnist_root}", f"hydra.run.dir={tmp_path}", "model=dcgan", "model.channels=8",
+                    "trainer.limit_train_batches=3", "ema=enabled", "ema.start_step=1"))
     assert (tmp_path / "samples" / "epoch_000.png").is_file()
     state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     # G's BatchNorm running statistics are averaged with its weights, for samples in eval mode.

@@ -110,14 +110,14 @@ def test_hinge_and_least_squares_train_a_few_steps_to_finite_weights():
 @pytest.mark.parametrize("overrides", [
     ["experiment=wgan_gp", "trainer.limit_train_batches=3"],
     ["loss=least_squares", "regularization.real_label=0.9", "regularization.r1_weight=10", "regularization.spectral_norm=true",
-     "regularization.instance_noise.sigma=0.1", "ema=on", "ema.start_step=2", "optim.lr_schedule=linear"],
+     "regularization.instance_noise.sigma=0.1", "ema=enabled", "ema.start_step=2", "optim.lr_schedule=linear"],
 ])
 def test_remedies_train_from_the_command_line(mnist_root, tmp_path, overrides):
-    check(run_train(*FAST, f"data.root={mnist_root}", f"hydra.run.dir={tmp_path}", *overrides))
+    check(run_train(*FAST, "eval=none", f"data.root={mnist_root}", f"hydra.run.dir={tmp_path}", *overrides))
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
     module = GAN.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
-    if "ema=on" in overrides:
+    if "ema=enabled" in overrides:
         assert module.generator_ema.n_averaged.item() == ckpt["global_step"] - 2 + 1
         assert module.sampler() is module.generator_ema.module
         assert module.hparams.regularization["spectral_norm"] is True
