@@ -17,6 +17,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, read_write
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
+from gan_lightning.alarms import NonFiniteError
 from gan_lightning.config import ConfigError, pick, validate
 from gan_lightning.data import MNISTNotFoundError
 
@@ -117,6 +118,12 @@ def main(cfg: DictConfig) -> float | None:
     except (ConfigError, MNISTNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except NonFiniteError as err:
+        log.error("%s", err)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            return float("nan")  # one diverged job should not end the whole sweep
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(3)
 
 
 if __name__ == "__main__":
