@@ -89,8 +89,9 @@ def log_hparams(loggers: list, params: dict, metric_names: list[str]) -> None:
                 writer.add_summary(summary)
 
 
-def train(cfg: DictConfig) -> float | None:
-    """Train from a composed config; returns cfg.optimized_metric's final value (for sweepers)."""
+def train(cfg: DictConfig, extra_callbacks: list = ()) -> float | None:
+    """Train from a composed config; returns cfg.optimized_metric's final value (for sweepers).
+    extra_callbacks are added to the configured ones (benchmarks/throughput.py times steps so)."""
     validate(cfg)
     datamodule = instantiate(cfg.data.datamodule)
     datamodule.prepare_data()  # fail on missing data before launching processes or building models
@@ -98,7 +99,7 @@ def train(cfg: DictConfig) -> float | None:
         L.seed_everything(cfg.seed, workers=True)
     # plain dicts, so that checkpoints hold no omegaconf objects and load with weights_only=True
     module = instantiate(cfg.module, _recursive_=False, _convert_="all")
-    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
+    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None] + list(extra_callbacks)
     loggers = [instantiate(c) for c in (cfg.logger or {}).values() if c is not None]
     trainer = build_trainer(cfg, callbacks, loggers)
     log_hparams(loggers, pick(cfg, cfg.hparams_to_log), list(cfg.hparams_metrics))
