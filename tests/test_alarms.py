@@ -7,7 +7,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import FAST, check, run_train
+from tests.conftest import FAST, check, run_train
 from gan_lightning.alarms import CollapseAlarm, NonFiniteAlarm, NonFiniteError
 
 

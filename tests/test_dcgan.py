@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from conftest import FAST, check, run_train
+from tests.conftest import FAST, check, run_train
 from gan_lightning.networks import DCGANDiscriminator, DCGANGenerator
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from conftest import FAST, check, run_train
+from tests.conftest import FAST, check, run_train
 from gan_lightning.module import GAN
 
 MODEL = {
