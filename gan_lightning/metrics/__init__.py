@@ -1,0 +1,2 @@
+"""Measuring what the generator makes: fid_mnist, mode coverage and classifier score on the
+project's own MNIST classifier (see classifier.py)."""
