@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from conftest import PROJECT
+from tests.conftest import PROJECT
 
 
 def test_throughput_benchmark_runs_and_prints_the_tables(mnist_root):
