@@ -10,6 +10,7 @@ Contenders, all with the reference MLPs of gan_lightning.networks and the losses
   project  what `python train.py` runs: the real Hydra config (conf/) composed and handed to
            gan_lightning.train.train, i.e. Trainer.fit with the default callbacks, loggers and
            progress bar (its output sent to /dev/null), timed by a callback from batch `warmup` on.
+           (eval.enabled=false: the evaluation callback only acts after the timed steps.)
   common   the set-up of the usual Lightning GAN example: torchvision MNIST with a per-sample
            ToTensor (+ Normalize) transform through a DataLoader, toggle_optimizer around each
            step, G run twice, log_dict of both losses every step.
@@ -57,6 +58,9 @@ GENERATOR_LOSSES = {
     "non_saturating": losses.non_saturating_generator_loss,
     "minimax": losses.minimax_generator_loss,
 }
+# The sample-quality evaluation callback acts only at epoch ends, outside the timed steps; off, it
+# saves each measurement run the time of generating and scoring 10,000 images.
+NO_END_OF_RUN_EVAL = ["eval.enabled=false"]
 LR, BETAS, LOG_EVERY = 2e-4, (0.5, 0.999), 50  # as conf/optim/adam.yaml and conf/trainer/default.yaml
 
 
@@ -147,6 +151,7 @@ def project_run(data_root: str, batch_size: int, loss: str, steps: int, warmup: 
         "trainer.accelerator=cpu",
         "trainer.max_epochs=1",
         f"trainer.limit_train_batches={warmup + steps}",
+        *NO_END_OF_RUN_EVAL,
         *extra,
     ]
     cfg = project_config(overrides, str(workdir / f"project_{uuid.uuid4().hex[:8]}"))
@@ -241,7 +246,7 @@ def data_rates(data_root: str, batch_size: int, steps: int, warmup: int) -> dict
 # (5) 2-process CPU DDP against 1 process, at the same global batch, through train.py
 
 
-def ddp_run(data_root: str, devices: int, global_batch: int, steps: int, warmup: int, workdir: Path, timeout: float, threads: int | None) -> float:
+def ddp_run(data_root: str, devices: int, global_batch: int, steps: int, warmup: int, workdir: Path, timeout: float, threads: int | None, extra: list[str] = ()) -> float:
     run_dir = workdir / f"ddp{devices}_{uuid.uuid4().hex[:8]}"
     times_file = run_dir / "step_times.json"
     cmd = [
@@ -250,7 +255,7 @@ def ddp_run(data_root: str, devices: int, global_batch: int, steps: int, warmup:
         "trainer.accelerator=cpu", f"trainer.devices={devices}", "trainer.max_epochs=1",
         f"trainer.limit_train_batches={warmup + steps}",
         "+callbacks.step_timer._target_=benchmarks.throughput.StepTimer", f"+callbacks.step_timer.path={times_file}",
-        f"hydra.run.dir={run_dir}",
+        f"hydra.run.dir={run_dir}", *NO_END_OF_RUN_EVAL, *extra,
     ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT), os.environ.get("PYTHONPATH", "")]), "PYTHONWARNINGS": "ignore"}
     if threads:  # the same threads in all as in one process; else Lightning gives each of n processes nproc/n
@@ -304,6 +309,11 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def paired_ratio(a: list[float], b: list[float]) -> float:
+    """Median over repeats of a[i] / b[i]: contenders measured side by side share the machine's load of the moment."""
+    return median([x / y for x, y in zip(a, b)])
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     args.data_root = str(Path(args.data_root).resolve())
@@ -355,15 +365,18 @@ def main(argv=None) -> None:
                 rate = ddp_run(args.data_root, devices, args.ddp_batch, args.ddp_steps, args.warmup, workdir, args.ddp_timeout, args.threads)
                 results.setdefault((f"ddp_{devices}proc", args.ddp_batch, "non_saturating"), []).append(rate)
 
+    if args.json:
+        Path(args.json).write_text(json.dumps([{"contender": k[0], "batch": k[1], "loss": k[2], "images_per_s": v} for k, v in results.items()], indent=1))
     print()
-    print("## Training, images/s (median over repeats)")
+    print("## Training, images/s (median over repeats); ratios: median of the ratios within each repeat")
     print()
     print("| batch | loss | (1) plain loop | (2) project | (4) common example | (2)/(1) | (2)/(4) |")
     print("|---:|---|---:|---:|---:|---:|---:|")
     for batch_size in args.batch_sizes:
         for loss in args.losses:
-            plain, project, common = (median(results.get((n, batch_size, loss), [])) for n in ("plain", "project", "common"))
-            print(f"| {batch_size} | {loss} | {plain:,.0f} | {project:,.0f} | {common:,.0f} | {project / plain:.2f} | {project / common:.2f} |")
+            plain, project, common = (results.get((n, batch_size, loss), []) for n in ("plain", "project", "common"))
+            print(f"| {batch_size} | {loss} | {median(plain):,.0f} | {median(project):,.0f} | {median(common):,.0f} "
+                  f"| {paired_ratio(project, plain):.2f} | {paired_ratio(project, common):.2f} |")
     if variants:
         print()
         print("## Project variants (levers), images/s (median) and ratio to the project as configured")
@@ -372,10 +385,10 @@ def main(argv=None) -> None:
         print("|---:|---|---|---|---:|---:|")
         for batch_size in args.batch_sizes:
             for loss in args.losses:
-                project = median(results.get(("project", batch_size, loss), []))
+                project = results.get(("project", batch_size, loss), [])
                 for name, overrides in variants.items():
-                    rate = median(results[(name, batch_size, loss)])
-                    print(f"| {batch_size} | {loss} | {name} | {' '.join(overrides)} | {rate:,.0f} | {rate / project:.2f} |")
+                    rates = results[(name, batch_size, loss)]
+                    print(f"| {batch_size} | {loss} | {name} | {' '.join(overrides)} | {median(rates):,.0f} | {paired_ratio(rates, project):.2f} |")
     if "data" in args.contenders:
         print()
         print("## Data pipeline alone, images/s (median)")
@@ -383,20 +396,18 @@ def main(argv=None) -> None:
         print("| batch | (3a) torchvision per-sample | (3b) project | (3b)/(3a) |")
         print("|---:|---:|---:|---:|")
         for batch_size in args.batch_sizes:
-            tv, ours = (median(results[(n, batch_size, "-")]) for n in ("data_torchvision", "data_project"))
-            print(f"| {batch_size} | {tv:,.0f} | {ours:,.0f} | {ours / tv:.1f} |")
+            tv, ours = (results[(n, batch_size, "-")] for n in ("data_torchvision", "data_project"))
+            print(f"| {batch_size} | {median(tv):,.0f} | {median(ours):,.0f} | {paired_ratio(ours, tv):.1f} |")
     if args.ddp:
-        one, two = (median(results[(f"ddp_{d}proc", args.ddp_batch, "non_saturating")]) for d in (1, 2))
+        one, two = (results[(f"ddp_{d}proc", args.ddp_batch, "non_saturating")] for d in (1, 2))
         print()
         print(f"## train.py, CPU, global batch {args.ddp_batch}: 1 process vs 2 DDP processes (gloo), images/s (median)")
         print()
         print("| 1 process | 2 processes | 2/1 |")
         print("|---:|---:|---:|")
-        print(f"| {one:,.0f} | {two:,.0f} | {two / one:.2f} |")
+        print(f"| {median(one):,.0f} | {median(two):,.0f} | {paired_ratio(two, one):.2f} |")
     print()
     print(f"# load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    if args.json:
-        Path(args.json).write_text(json.dumps([{"contender": k[0], "batch": k[1], "loss": k[2], "images_per_s": v} for k, v in results.items()], indent=1))
 
 
 if __name__ == "__main__":
