@@ -91,12 +91,12 @@ def log_hparams(loggers: list, params: dict, metric_names: list[str]) -> None:
 def train(cfg: DictConfig) -> float | None:
     """Train from a composed config; returns cfg.optimized_metric's final value (for sweepers)."""
     validate(cfg)
-    if cfg.seed is not None:
-        L.seed_everything(cfg.seed, workers=True)
-
     datamodule = instantiate(cfg.data.datamodule)
     datamodule.prepare_data()  # fail on missing data before launching processes or building models
-    module = instantiate(cfg.module, _recursive_=False)
+    if cfg.seed is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    # plain dicts, so that checkpoints hold no omegaconf objects and load with weights_only=True
+    module = instantiate(cfg.module, _recursive_=False, _convert_="all")
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
     loggers = [instantiate(c) for c in (cfg.logger or {}).values() if c is not None]
     trainer = build_trainer(cfg, callbacks, loggers)
