@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import FAST, PROJECT, check, run_train
+from tests.conftest import FAST, PROJECT, check, run_train
 from gan_lightning.metrics import commands
 
 TAGS = ["eval/fid_mnist", "eval/classes_covered", "eval/kl_uniform", "eval/classifier_score"]
