@@ -49,6 +49,7 @@ FAST = [
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
     "data.batch_size=32",
+    "eval.num_samples=256",  # the end-of-training evaluation on a few images, not 10,000
 ]
 
 

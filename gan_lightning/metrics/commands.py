@@ -68,8 +68,9 @@ def load_gan(ckpt_path: str, device: torch.device):
     if not path.is_file():
         raise UsageError(f"checkpoint not found: {path}")
     try:
-        # The checkpoint's hyperparameters are config objects, which torch's weights-only
-        # unpickler refuses: like Lightning's own resuming, trust the file (your own runs).
+        # Checkpoints written before train.py stored plain dicts hold omegaconf objects in their
+        # hyperparameters, which torch's weights-only unpickler refuses: like Lightning's own
+        # resuming, trust the file (your own runs).
         gan = GAN.load_from_checkpoint(path, map_location=device, weights_only=False)
     except Exception as err:  # a truncated file, another project's checkpoint, mismatched networks...
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
