@@ -42,7 +42,8 @@ def find_or_download_mnist(root: str, download: bool) -> None:
         MNIST(root, train=True, download=True)
         MNIST(root, train=False, download=True)
     except Exception as err:  # torchvision raises RuntimeError, URLError or OSError depending on the mirror
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        # torchvision tells each mirror's failure on its own line; the last one says why
+        reason = str(err).strip().splitlines()[-1].strip() if str(err).strip() else type(err).__name__
         raise MNISTNotFoundError(f"{hint}; downloading it failed ({reason}).") from None
 
 

@@ -1,17 +1,32 @@
 """The GAN as a LightningModule: both networks, alternating D and G steps by manual optimization."""
 
+import functools
+import inspect
+import math
 from contextlib import contextmanager
 
 import lightning as L
 import torch
 from hydra.utils import instantiate
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from gan_lightning.regularizers import apply_spectral_norm, gradient_penalty, instance_noise_std, r1_penalty
 
 SAMPLE_NOISE_SEED = 1234  # the same sample noise in every run, so grids are comparable between runs
 
 
 def do_nothing() -> None:
     pass
+
+
+def bare(fn):
+    """The function inside a Hydra `_partial_` object. Hydra re-checks its target policy on every
+    call of such an object (about 1 ms each on CPU, more than a D step of the reference MLPs at
+    batch 64); the target was authorized when it was instantiated, so call the function directly."""
+    if isinstance(fn, functools.partial):
+        return functools.partial(fn.func, *fn.args, **fn.keywords)
+    return fn
 
 
 @contextmanager
@@ -36,18 +51,43 @@ class GAN(L.LightningModule):
     Step counting: each batch is one training step, made of optim.d_steps discriminator updates
     and one generator update. trainer.global_step counts generator updates, so max_steps,
     log_every_n_steps, checkpoint intervals and the TensorBoard x-axis all count batches.
+
+    Regularisers (regularization: R1, spectral norm, label smoothing, instance noise; the loss's
+    gradient_penalty_weight) and the generator EMA (ema.decay) are off when their config node is
+    absent or says so, and then cost nothing.
     """
 
-    def __init__(self, model: dict, loss: dict, optim: dict, num_sample_images: int = 64):
+    def __init__(self, model: dict, loss: dict, optim: dict, num_sample_images: int = 64, regularization: dict | None = None, ema: dict | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
+        reg = regularization or {}
         self.generator = instantiate(model["generator"])
         self.discriminator = instantiate(model["discriminator"])
-        self.generator_loss = instantiate(loss["generator"])
-        self.discriminator_loss = instantiate(loss["discriminator"])
+        if reg.get("spectral_norm", False):
+            apply_spectral_norm(self.discriminator)
+        self.generator_loss = bare(instantiate(loss["generator"]))
+        self.discriminator_loss = bare(instantiate(loss["discriminator"]))
+        real_label = reg.get("real_label", 1.0)
+        if real_label != 1.0:
+            if "real_label" not in inspect.signature(self.discriminator_loss).parameters:
+                raise ValueError(f"regularization.real_label (label smoothing) needs a loss with a real target (non_saturating, minimax, least_squares), not {loss.get('name')}")
+            self.discriminator_loss = bare(instantiate(loss["discriminator"], real_label=real_label))
         self.latent_dim = self.generator.latent_dim
         self.d_steps = optim["d_steps"]
+        self.gp_weight = loss.get("gradient_penalty_weight", 0.0)
+        self.r1_weight = reg.get("r1_weight", 0.0)
+        noise_cfg = reg.get("instance_noise") or {}
+        self.noise_sigma, self.noise_decay_steps = noise_cfg.get("sigma", 0.0), noise_cfg.get("decay_steps", 1)
+        self.scheduled = bool(optim.get("lr_schedule"))
+        ema = ema or {}
+        self.generator_ema = None
+        self.ema_start_step = ema.get("start_step", 0)
+        if ema.get("decay") is not None:
+            # A submodule, so it is saved in checkpoints and moved to the device with the rest.
+            self.generator_ema = AveragedModel(self.generator, multi_avg_fn=get_ema_multi_avg_fn(ema["decay"]), use_buffers=True)
+            self.generator_ema.requires_grad_(False)
+        self.last_loss: tuple[str, torch.Tensor] | None = None  # the loss behind the update being applied, for alarms
         noise = torch.randn(num_sample_images, self.latent_dim, generator=torch.Generator().manual_seed(SAMPLE_NOISE_SEED))
         self.register_buffer("sample_noise", noise)
 
@@ -61,7 +101,30 @@ class GAN(L.LightningModule):
         optim = self.hparams.optim
         opt_d = instantiate(optim["optimizer"], params=self.discriminator.parameters(), lr=optim["lr_d"])
         opt_g = instantiate(optim["optimizer"], params=self.generator.parameters(), lr=optim["lr_g"])
-        return opt_d, opt_g
+        if not self.scheduled:
+            return opt_d, opt_g
+        # Stepped once per batch (see training_step) over the whole run, down to 0 at its end.
+        total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total):
+            raise ValueError("optim.lr_schedule needs a run of known length: set trainer.max_epochs or trainer.max_steps")
+        schedules = {
+            "linear": lambda opt: torch.optim.lr_scheduler.LinearLR(opt, start_factor=1.0, end_factor=0.0, total_iters=int(total)),
+            "cosine": lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=int(total)),
+        }
+        make = schedules[optim["lr_schedule"]]
+        return [opt_d, opt_g], [make(opt_d), make(opt_g)]
+
+    def instance_noise(self, images: torch.Tensor, std: float) -> torch.Tensor:
+        return images + std * torch.randn_like(images) if std > 0 else images
+
+    def d_penalties(self, real: torch.Tensor, fake: torch.Tensor, real_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The unweighted penalties the config asks for (empty when none)."""
+        penalties = {}
+        if self.r1_weight:
+            penalties["r1"] = r1_penalty(real_logits, real)
+        if self.gp_weight:
+            penalties["gp"] = gradient_penalty(self.discriminator, real, fake)
+        return penalties
 
     def training_step(self, real: torch.Tensor) -> None:
         opt_d, opt_g = self.optimizers()
@@ -70,26 +133,41 @@ class GAN(L.LightningModule):
         opt_d._on_before_step = opt_d._on_after_step = do_nothing
         log_now = (self.global_step + 1) % max(self.trainer.log_every_n_steps, 1) == 0
         n = real.shape[0]
+        noise_std = instance_noise_std(self.global_step, self.noise_sigma, self.noise_decay_steps)
+        penalties = {}
 
         for _ in range(self.d_steps):
             fake = self.generator(self.noise(n))
+            real_in, fake_in = self.instance_noise(real, noise_std), self.instance_noise(fake.detach(), noise_std)
+            if self.r1_weight:
+                real_in = real_in.detach().requires_grad_(True)  # R1 differentiates D's logits by these
             # One D pass over real and fake together: D scores samples independently.
-            real_logits, fake_logits = self.discriminator(torch.cat([real, fake.detach()])).split(n)
+            real_logits, fake_logits = self.discriminator(torch.cat([real_in, fake_in])).split(n)
             loss_d = self.discriminator_loss(real_logits, fake_logits)
+            if self.r1_weight or self.gp_weight:
+                penalties = self.d_penalties(real_in, fake_in, real_logits)
+                loss_d = loss_d + self.r1_weight / 2 * penalties.get("r1", 0.0) + self.gp_weight * penalties.get("gp", 0.0)
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(loss_d)
+            self.last_loss = ("loss_d", loss_d)
             opt_d.step()
 
         # The generator step reuses the last fake batch (its graph through G is intact) and asks
         # the freshly updated D; D's own weight gradients are not needed for it.
         with frozen(self.discriminator):
-            fake_logits_g = self.discriminator(fake)
+            fake_logits_g = self.discriminator(self.instance_noise(fake, noise_std))
         loss_g = self.generator_loss(fake_logits_g)
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(loss_g)
         if log_now:
             grad_norm_g = torch.nn.utils.get_total_norm([p.grad for p in self.generator.parameters() if p.grad is not None])
+        self.last_loss = ("loss_g", loss_g)
         opt_g.step()
+        if self.generator_ema is not None and self.global_step >= self.ema_start_step:
+            self.generator_ema.update_parameters(self.generator)
+        if self.scheduled:
+            for schedule in self.lr_schedulers():
+                schedule.step()
 
         if log_now:  # computing and syncing these only when they are written keeps the loop fast
             metrics = {
@@ -99,10 +177,22 @@ class GAN(L.LightningModule):
                 "train/d_fake": torch.sigmoid(fake_logits.detach()).mean(),
                 "train/grad_norm_g": grad_norm_g,
             }
+            metrics.update({f"train/penalty_{name}": value.detach() for name, value in penalties.items()})
+            if noise_std > 0:
+                metrics["train/instance_noise_std"] = noise_std
+            if self.scheduled:
+                metrics["train/lr_d"], metrics["train/lr_g"] = (opt.param_groups[0]["lr"] for opt in (opt_d, opt_g))
             self.log_dict(metrics, on_step=True, on_epoch=False, sync_dist=True, batch_size=n)
             self.log_dict({"loss_d": metrics["train/loss_d"], "loss_g": metrics["train/loss_g"]}, prog_bar=True, logger=False, sync_dist=True, batch_size=n)
 
+    def sampler(self) -> nn.Module:
+        """The network samples come from: G's moving average once it has started, else G."""
+        if self.generator_ema is not None and self.generator_ema.n_averaged.item() > 0:
+            return self.generator_ema.module
+        return self.generator
+
     @torch.no_grad()
     def sample(self, z: torch.Tensor | None = None) -> torch.Tensor:
-        """Images from the generator (in [-1, 1]); the fixed sample noise when z is None."""
-        return self.generator(self.sample_noise if z is None else z)
+        """Images (in [-1, 1]) for noise z, the fixed sample noise when z is None. The single entry
+        point for samples, sample grids and metrics: it uses G's moving average when there is one."""
+        return self.sampler()(self.sample_noise if z is None else z)

@@ -17,6 +17,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, read_write
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
+from gan_lightning.alarms import NonFiniteError
 from gan_lightning.config import ConfigError, pick, validate
 from gan_lightning.data import MNISTNotFoundError
 
@@ -88,16 +89,17 @@ def log_hparams(loggers: list, params: dict, metric_names: list[str]) -> None:
                 writer.add_summary(summary)
 
 
-def train(cfg: DictConfig) -> float | None:
-    """Train from a composed config; returns cfg.optimized_metric's final value (for sweepers)."""
+def train(cfg: DictConfig, extra_callbacks: list = ()) -> float | None:
+    """Train from a composed config; returns cfg.optimized_metric's final value (for sweepers).
+    extra_callbacks are added to the configured ones (benchmarks/throughput.py times steps so)."""
     validate(cfg)
-    if cfg.seed is not None:
-        L.seed_everything(cfg.seed, workers=True)
-
     datamodule = instantiate(cfg.data.datamodule)
     datamodule.prepare_data()  # fail on missing data before launching processes or building models
-    module = instantiate(cfg.module, _recursive_=False)
-    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
+    if cfg.seed is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    # plain dicts, so that checkpoints hold no omegaconf objects and load with weights_only=True
+    module = instantiate(cfg.module, _recursive_=False, _convert_="all")
+    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None] + list(extra_callbacks)
     loggers = [instantiate(c) for c in (cfg.logger or {}).values() if c is not None]
     trainer = build_trainer(cfg, callbacks, loggers)
     log_hparams(loggers, pick(cfg, cfg.hparams_to_log), list(cfg.hparams_metrics))
@@ -117,6 +119,12 @@ def main(cfg: DictConfig) -> float | None:
     except (ConfigError, MNISTNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except NonFiniteError as err:
+        log.error("%s", err)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            return float("nan")  # one diverged job should not end the whole sweep
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(3)
 
 
 if __name__ == "__main__":

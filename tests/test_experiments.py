@@ -10,7 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 from torch.utils.tensorboard import SummaryWriter
 
-from conftest import FAST, check, run_train
+from tests.conftest import FAST, check, run_train
 from gan_lightning.report import write_report
 from gan_lightning.train import CONFIG_DIR
 

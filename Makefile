@@ -1,0 +1,30 @@
+# Two commands on a fresh machine: `make train` (main job) and `make test` (the test suite).
+# Both create .venv and install the project into it when needed.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+
+.PHONY: install train test tensorboard clean
+
+install: $(VENV)/.installed
+
+# torch and torchvision first, pinned to the releases this project is tested with
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+train: install  ## make train ARGS="loss=minimax trainer.max_epochs=10"
+	$(PY) train.py $(ARGS)
+
+test: install
+	$(PY) -m pytest -q
+
+tensorboard: install
+	$(VENV)/bin/tensorboard --logdir outputs
+
+clean:
+	rm -rf $(VENV) .pytest_cache

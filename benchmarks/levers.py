@@ -1,0 +1,100 @@
+"""Which changes to the GAN step pay on this machine? A plain loop in variants, timed interleaved.
+
+    python benchmarks/levers.py --batch-sizes 64 256 --repeats 5 --threads 1
+
+Variants (each adds to `base`, the plain loop of benchmarks/throughput.py):
+  cat       one D pass over cat(real, fake) for the D step (D scores samples independently)
+  frozen    D's parameters frozen (requires_grad False) during the G step: no D weight gradients
+  cat+frozen        both (what gan_lightning.module.GAN does)
+  cat+frozen+foreach  and Adam(foreach=True): one multi-tensor kernel per op instead of a loop
+  cat+frozen+fused    and Adam(fused=True): one fused kernel (rounding may differ in the last bits)
+  cat+frozen+compile  and torch.compile of both networks (compile time excluded: warm-up)
+"""
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parent.parent
+if str(PROJECT) not in sys.path:
+    sys.path.insert(0, str(PROJECT))
+
+import torch  # noqa: E402
+
+from benchmarks.throughput import BETAS, LR, default_data_root, images_per_second  # noqa: E402
+from gan_lightning.data import load_mnist_images, scale_to_tanh_range  # noqa: E402
+from gan_lightning.losses import gan_discriminator_loss, non_saturating_generator_loss  # noqa: E402
+from gan_lightning.module import frozen  # noqa: E402
+from gan_lightning.networks import MLPDiscriminator, MLPGenerator  # noqa: E402
+
+VARIANTS = ["base", "cat", "frozen", "cat+frozen", "cat+frozen+foreach", "cat+frozen+fused", "cat+frozen+compile"]
+
+
+def run(variant: str, data: torch.Tensor, batch_size: int, steps: int, warmup: int) -> float:
+    torch.manual_seed(0)
+    G, D = MLPGenerator(), MLPDiscriminator()
+    adam = {"foreach": True} if "foreach" in variant else {"fused": True} if "fused" in variant else {}
+    opt_g = torch.optim.Adam(G.parameters(), lr=LR, betas=BETAS, **adam)
+    opt_d = torch.optim.Adam(D.parameters(), lr=LR, betas=BETAS, **adam)
+    g, d = (torch.compile(G), torch.compile(D)) if "compile" in variant else (G, D)
+    times = []
+    while len(times) < warmup + steps:
+        order = torch.randperm(len(data))
+        for i in range(len(data) // batch_size):
+            real = data[order[i * batch_size : (i + 1) * batch_size]]
+            fake = g(torch.randn(batch_size, G.latent_dim))
+            if "cat" in variant:
+                real_logits, fake_logits = d(torch.cat([real, fake.detach()])).split(batch_size)
+            else:
+                real_logits, fake_logits = d(real), d(fake.detach())
+            loss_d = gan_discriminator_loss(real_logits, fake_logits)
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+            if "frozen" in variant:
+                with frozen(D):
+                    loss_g = non_saturating_generator_loss(d(fake))
+            else:
+                loss_g = non_saturating_generator_loss(d(fake))
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+            times.append(time.perf_counter())
+            if len(times) == warmup + steps:
+                break
+    return images_per_second(times, warmup, batch_size)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-root", default=default_data_root())
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256])
+    p.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--warmup", type=int, default=30)
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = scale_to_tanh_range(load_mnist_images(args.data_root))
+    results = {}
+    for _ in range(args.repeats):
+        for batch_size in args.batch_sizes:
+            for variant in args.variants:
+                results.setdefault((batch_size, variant), []).append(run(variant, data, batch_size, args.steps, args.warmup))
+    print(f"# torch threads {torch.get_num_threads()}, {args.repeats} repeats x {args.steps} steps; images/s, median (min-max)")
+    print("| batch | variant | images/s | vs base |")
+    print("|---:|---|---:|---:|")
+    for batch_size in args.batch_sizes:
+        base = statistics.median(results[(batch_size, "base")]) if "base" in args.variants else float("nan")
+        for variant in args.variants:
+            rates = results[(batch_size, variant)]
+            med = statistics.median(rates)
+            print(f"| {batch_size} | {variant} | {med:,.0f} ({min(rates):,.0f}-{max(rates):,.0f}) | {med / base:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

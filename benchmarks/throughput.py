@@ -1,0 +1,403 @@
+"""Throughput benchmark (issue 4): images per second of the project's training against a plain
+PyTorch loop and the usual Lightning GAN example, in one process, on the same threads.
+
+    python benchmarks/throughput.py                      # the full table (several minutes)
+    python benchmarks/throughput.py --tiny --data-root D # seconds: a smoke run (tests use it)
+
+Contenders, all with the reference MLPs of gan_lightning.networks and the losses of gan_lightning.losses:
+  plain    a competent hand-written loop: MNIST as one float tensor in memory, a batch is one
+           index gather, Adam, D step then G step reusing the one G forward, no framework.
+  project  what `python train.py` runs: the real Hydra config (conf/) composed and handed to
+           gan_lightning.train.train, i.e. Trainer.fit with the default callbacks, loggers and
+           progress bar (its output sent to /dev/null), timed by a callback from batch `warmup` on.
+  common   the set-up of the usual Lightning GAN example: torchvision MNIST with a per-sample
+           ToTensor (+ Normalize) transform through a DataLoader, toggle_optimizer around each
+           step, G run twice, log_dict of both losses every step.
+  data     the data pipeline alone: torchvision's per-sample path versus the project's loader.
+  ddp      `train.py` with trainer.devices=2 (CPU processes, gloo) against devices=1 at the same
+           global batch, from the timestamps of the same callback.
+
+Contenders are interleaved within each repeat so that other load on the machine hits them alike;
+the table shows medians over the repeats.
+"""
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import warnings
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parent.parent
+if str(PROJECT) not in sys.path:  # `python benchmarks/throughput.py` puts benchmarks/ first, not the project
+    sys.path.insert(0, str(PROJECT))
+
+import lightning as L  # noqa: E402
+import torch  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import OmegaConf, open_dict  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
+from torchvision import transforms  # noqa: E402
+from torchvision.datasets import MNIST  # noqa: E402
+
+from gan_lightning import losses  # noqa: E402
+from gan_lightning.data import MNISTDataModule, load_mnist_images, scale_to_tanh_range  # noqa: E402
+from gan_lightning.networks import MLPDiscriminator, MLPGenerator  # noqa: E402
+from gan_lightning.train import CONFIG_DIR, train  # noqa: E402
+
+GENERATOR_LOSSES = {
+    "non_saturating": losses.non_saturating_generator_loss,
+    "minimax": losses.minimax_generator_loss,
+}
+LR, BETAS, LOG_EVERY = 2e-4, (0.5, 0.999), 50  # as conf/optim/adam.yaml and conf/trainer/default.yaml
+
+
+def images_per_second(times: list[float], warmup: int, batch_size: int) -> float:
+    """From the end times of every step: the rate over the steps after the first `warmup`."""
+    timed = len(times) - warmup
+    return timed * batch_size / (times[-1] - times[warmup - 1])
+
+
+class StepTimer(L.Callback):
+    """Records when each training batch ends; with a path, rank 0 writes the times there as JSON."""
+
+    def __init__(self, path: str | None = None):
+        self.path = path
+        self.times: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.times.append(time.perf_counter())
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.path and trainer.is_global_zero:
+            Path(self.path).write_text(json.dumps({"times": self.times, "world_size": trainer.world_size}))
+
+
+@contextlib.contextmanager
+def quiet():
+    """No progress bar or log lines on screen (they still run: the bar writes to /dev/null)."""
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), contextlib.redirect_stderr(devnull):
+        yield
+
+
+# ---------------------------------------------------------------------------------------------
+# (1) the plain PyTorch loop
+
+
+def plain_loop(images: torch.Tensor, batch_size: int, loss: str, steps: int, warmup: int) -> float:
+    torch.manual_seed(0)
+    G, D = MLPGenerator(), MLPDiscriminator()
+    opt_g = torch.optim.Adam(G.parameters(), lr=LR, betas=BETAS)
+    opt_d = torch.optim.Adam(D.parameters(), lr=LR, betas=BETAS)
+    generator_loss, discriminator_loss = GENERATOR_LOSSES[loss], losses.gan_discriminator_loss
+    data = scale_to_tanh_range(images)  # converted once, kept in memory as float
+    times, batches_per_epoch = [], len(data) // batch_size
+    while len(times) < warmup + steps:
+        order = torch.randperm(len(data))
+        for i in range(batches_per_epoch):
+            real = data[order[i * batch_size : (i + 1) * batch_size]]
+            fake = G(torch.randn(batch_size, G.latent_dim))
+            loss_d = discriminator_loss(D(real), D(fake.detach()))
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+            loss_g = generator_loss(D(fake))  # the same fake batch, through the updated D
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+            if (len(times) + 1) % LOG_EVERY == 0:
+                last_losses = (loss_d.item(), loss_g.item())  # what a script would print  # noqa: F841
+            times.append(time.perf_counter())
+            if len(times) == warmup + steps:
+                break
+    return images_per_second(times, warmup, batch_size)
+
+
+# ---------------------------------------------------------------------------------------------
+# (2) the project, through train.py's own code path
+
+
+def project_config(overrides: list[str], output_dir: str):
+    """conf/train.yaml composed with overrides, as `python train.py overrides...` would see it."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = output_dir
+        cfg.hydra.runtime.cwd = str(PROJECT)
+    HydraConfig.instance().set_config(cfg)  # for ${hydra:...} in the config and train.py's DDP scope
+    with open_dict(cfg):
+        del cfg["hydra"]
+    OmegaConf.resolve(cfg)
+    return cfg
+
+
+def project_run(data_root: str, batch_size: int, loss: str, steps: int, warmup: int, workdir: Path, extra: list[str] = ()) -> float:
+    overrides = [
+        f"data.root={data_root}",
+        f"data.batch_size={batch_size}",
+        f"loss={loss}",
+        "trainer.accelerator=cpu",
+        "trainer.max_epochs=1",
+        f"trainer.limit_train_batches={warmup + steps}",
+        *extra,
+    ]
+    cfg = project_config(overrides, str(workdir / f"project_{uuid.uuid4().hex[:8]}"))
+    timer = StepTimer()
+    with quiet():
+        train(cfg, extra_callbacks=[timer])
+    return images_per_second(timer.times, warmup, batch_size)
+
+
+# ---------------------------------------------------------------------------------------------
+# (4) the usual Lightning GAN example's set-up, with the same networks and losses
+
+
+def torchvision_mnist(root: str) -> MNIST:
+    """torchvision's per-sample path, scaled like the project: ToTensor then Normalize(0.5, 0.5) -> [-1, 1]."""
+    return MNIST(root, train=True, download=False, transform=transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))]))
+
+
+class CommonExampleGAN(L.LightningModule):
+    def __init__(self, loss: str):
+        super().__init__()
+        self.automatic_optimization = False
+        self.generator, self.discriminator = MLPGenerator(), MLPDiscriminator()
+        self.generator_loss, self.discriminator_loss = GENERATOR_LOSSES[loss], losses.gan_discriminator_loss
+
+    def configure_optimizers(self):
+        return (
+            torch.optim.Adam(self.generator.parameters(), lr=LR, betas=BETAS),
+            torch.optim.Adam(self.discriminator.parameters(), lr=LR, betas=BETAS),
+        )
+
+    def training_step(self, batch):
+        imgs, _ = batch
+        opt_g, opt_d = self.optimizers()
+        z = torch.randn(imgs.shape[0], self.generator.latent_dim).type_as(imgs)
+
+        self.toggle_optimizer(opt_d)
+        loss_d = self.discriminator_loss(self.discriminator(imgs), self.discriminator(self.generator(z).detach()))
+        self.manual_backward(loss_d)
+        opt_d.step()
+        opt_d.zero_grad()
+        self.untoggle_optimizer(opt_d)
+
+        self.toggle_optimizer(opt_g)
+        loss_g = self.generator_loss(self.discriminator(self.generator(z)))
+        self.manual_backward(loss_g)
+        opt_g.step()
+        opt_g.zero_grad()
+        self.untoggle_optimizer(opt_g)
+
+        self.log_dict({"loss_d": loss_d, "loss_g": loss_g}, prog_bar=True)
+
+
+def common_run(data_root: str, batch_size: int, loss: str, steps: int, warmup: int, workdir: Path) -> float:
+    L.seed_everything(42, verbose=False)
+    loader = DataLoader(torchvision_mnist(data_root), batch_size=batch_size, shuffle=True)
+    timer = StepTimer()
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=warmup + steps,
+        default_root_dir=str(workdir / f"common_{uuid.uuid4().hex[:8]}"), callbacks=[timer],
+    )
+    with quiet():
+        trainer.fit(CommonExampleGAN(loss), loader)
+    return images_per_second(timer.times, warmup, batch_size)
+
+
+# ---------------------------------------------------------------------------------------------
+# (3) the data pipeline alone
+
+
+def loader_rate(loader: DataLoader, batch_size: int, steps: int, warmup: int) -> float:
+    times = []
+    while len(times) < warmup + steps:
+        for _ in loader:
+            times.append(time.perf_counter())
+            if len(times) == warmup + steps:
+                break
+    return images_per_second(times, warmup, batch_size)
+
+
+def data_rates(data_root: str, batch_size: int, steps: int, warmup: int) -> dict[str, float]:
+    torchvision_loader = DataLoader(torchvision_mnist(data_root), batch_size=batch_size, shuffle=True, drop_last=True)
+    datamodule = MNISTDataModule(data_root, batch_size=batch_size, download=False)
+    datamodule.setup("fit")
+    return {
+        "data_torchvision": loader_rate(torchvision_loader, batch_size, steps, warmup),
+        "data_project": loader_rate(datamodule.train_dataloader(), batch_size, steps, warmup),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# (5) 2-process CPU DDP against 1 process, at the same global batch, through train.py
+
+
+def ddp_run(data_root: str, devices: int, global_batch: int, steps: int, warmup: int, workdir: Path, timeout: float, threads: int | None) -> float:
+    run_dir = workdir / f"ddp{devices}_{uuid.uuid4().hex[:8]}"
+    times_file = run_dir / "step_times.json"
+    cmd = [
+        sys.executable, str(PROJECT / "train.py"),
+        f"data.root={data_root}", f"data.batch_size={global_batch // devices}",
+        "trainer.accelerator=cpu", f"trainer.devices={devices}", "trainer.max_epochs=1",
+        f"trainer.limit_train_batches={warmup + steps}",
+        "+callbacks.step_timer._target_=benchmarks.throughput.StepTimer", f"+callbacks.step_timer.path={times_file}",
+        f"hydra.run.dir={run_dir}",
+    ]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT), os.environ.get("PYTHONPATH", "")]), "PYTHONWARNINGS": "ignore"}
+    if threads:  # the same threads in all as in one process; else Lightning gives each of n processes nproc/n
+        env["OMP_NUM_THREADS"] = str(max(1, threads // devices))
+    result = subprocess.run(cmd, cwd=PROJECT, env=env, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{result.stderr[-3000:]}")
+    times = json.loads(times_file.read_text())["times"]
+    return images_per_second(times, warmup, global_batch)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def default_data_root() -> str:
+    for candidate in ("data", "../shared/data", "/work/shared/data"):
+        if (Path(candidate) / "MNIST" / "raw").is_dir():
+            return candidate
+    return "data"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-root", default=default_data_root(), help="folder holding MNIST/raw/ (default: the first of data, ../shared/data, /work/shared/data that has it)")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256, 1024])
+    p.add_argument("--losses", nargs="+", default=["non_saturating", "minimax"], choices=sorted(GENERATOR_LOSSES))
+    p.add_argument("--contenders", nargs="+", default=["plain", "project", "common", "data"], choices=["plain", "project", "common", "data"])
+    p.add_argument("--repeats", type=int, default=5, help="measurements per contender; the table shows their median")
+    p.add_argument("--steps", type=int, default=150, help="timed steps (batches) per measurement")
+    p.add_argument("--warmup", type=int, default=20, help="steps run before timing starts")
+    p.add_argument("--project-override", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra train.py override for the project contender (repeatable)")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]",
+                   help="an extra contender: the project with these train.py overrides (repeatable), to measure a lever")
+    p.add_argument("--ddp", action=argparse.BooleanOptionalAction, default=True, help="also compare train.py with 2 CPU processes to 1")
+    p.add_argument("--ddp-batch", type=int, default=64, help="global batch of the DDP comparison")
+    p.add_argument("--ddp-steps", type=int, default=300)
+    p.add_argument("--ddp-repeats", type=int, default=3)
+    p.add_argument("--ddp-timeout", type=float, default=600)
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--tiny", action="store_true", help="a few steps of one small batch size, one repeat (for tests)")
+    p.add_argument("--json", default=None, help="also write every measurement to this file")
+    args = p.parse_args(argv)
+    if args.tiny:
+        args.batch_sizes, args.losses, args.repeats, args.steps, args.warmup = [16], ["non_saturating"], 1, 4, 2
+        args.ddp_batch, args.ddp_steps, args.ddp_repeats = 16, 4, 1
+    return args
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    args.data_root = str(Path(args.data_root).resolve())
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")
+    logging.getLogger("lightning").setLevel(logging.ERROR)
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    logging.getLogger("lightning.fabric").setLevel(logging.ERROR)
+    logging.getLogger("gan_lightning").setLevel(logging.ERROR)
+
+    print(f"# torch {torch.__version__}, lightning {L.__version__}, torch threads {torch.get_num_threads()}, "
+          f"nproc {os.cpu_count()}, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"# {args.repeats} repeats x {args.steps} timed steps after {args.warmup} warm-up steps; data: {args.data_root}")
+    if args.project_override:
+        print(f"# project overrides: {' '.join(args.project_override)}")
+
+    variants = {}
+    for spec in args.variant:
+        name, _, overrides = spec.partition(":")
+        variants[f"project[{name}]"] = [o for o in overrides.split(",") if o]
+    images = load_mnist_images(args.data_root, train=True)
+    results: dict[tuple, list[float]] = {}
+    workdir = Path(tempfile.mkdtemp(prefix="gan_throughput_"))
+    for repeat in range(args.repeats):
+        for batch_size in args.batch_sizes:
+            if "data" in args.contenders:
+                for name, rate in data_rates(args.data_root, batch_size, args.steps, args.warmup).items():
+                    results.setdefault((name, batch_size, "-"), []).append(rate)
+            for loss in args.losses:
+                for name in ("plain", "project", "common"):
+                    if name not in args.contenders:
+                        continue
+                    if name == "plain":
+                        rate = plain_loop(images, batch_size, loss, args.steps, args.warmup)
+                    elif name == "project":
+                        rate = project_run(args.data_root, batch_size, loss, args.steps, args.warmup, workdir, args.project_override)
+                    else:
+                        rate = common_run(args.data_root, batch_size, loss, args.steps, args.warmup, workdir)
+                    results.setdefault((name, batch_size, loss), []).append(rate)
+                for name, overrides in variants.items():
+                    rate = project_run(args.data_root, batch_size, loss, args.steps, args.warmup, workdir, args.project_override + overrides)
+                    results.setdefault((name, batch_size, loss), []).append(rate)
+        print(f"# repeat {repeat + 1}/{args.repeats} done, load average {os.getloadavg()[0]:.2f}", flush=True)
+
+    if args.ddp:
+        for repeat in range(args.ddp_repeats):
+            for devices in (1, 2):
+                rate = ddp_run(args.data_root, devices, args.ddp_batch, args.ddp_steps, args.warmup, workdir, args.ddp_timeout, args.threads)
+                results.setdefault((f"ddp_{devices}proc", args.ddp_batch, "non_saturating"), []).append(rate)
+
+    print()
+    print("## Training, images/s (median over repeats)")
+    print()
+    print("| batch | loss | (1) plain loop | (2) project | (4) common example | (2)/(1) | (2)/(4) |")
+    print("|---:|---|---:|---:|---:|---:|---:|")
+    for batch_size in args.batch_sizes:
+        for loss in args.losses:
+            plain, project, common = (median(results.get((n, batch_size, loss), [])) for n in ("plain", "project", "common"))
+            print(f"| {batch_size} | {loss} | {plain:,.0f} | {project:,.0f} | {common:,.0f} | {project / plain:.2f} | {project / common:.2f} |")
+    if variants:
+        print()
+        print("## Project variants (levers), images/s (median) and ratio to the project as configured")
+        print()
+        print("| batch | loss | variant | overrides | images/s | vs (2) |")
+        print("|---:|---|---|---|---:|---:|")
+        for batch_size in args.batch_sizes:
+            for loss in args.losses:
+                project = median(results.get(("project", batch_size, loss), []))
+                for name, overrides in variants.items():
+                    rate = median(results[(name, batch_size, loss)])
+                    print(f"| {batch_size} | {loss} | {name} | {' '.join(overrides)} | {rate:,.0f} | {rate / project:.2f} |")
+    if "data" in args.contenders:
+        print()
+        print("## Data pipeline alone, images/s (median)")
+        print()
+        print("| batch | (3a) torchvision per-sample | (3b) project | (3b)/(3a) |")
+        print("|---:|---:|---:|---:|")
+        for batch_size in args.batch_sizes:
+            tv, ours = (median(results[(n, batch_size, "-")]) for n in ("data_torchvision", "data_project"))
+            print(f"| {batch_size} | {tv:,.0f} | {ours:,.0f} | {ours / tv:.1f} |")
+    if args.ddp:
+        one, two = (median(results[(f"ddp_{d}proc", args.ddp_batch, "non_saturating")]) for d in (1, 2))
+        print()
+        print(f"## train.py, CPU, global batch {args.ddp_batch}: 1 process vs 2 DDP processes (gloo), images/s (median)")
+        print()
+        print("| 1 process | 2 processes | 2/1 |")
+        print("|---:|---:|---:|")
+        print(f"| {one:,.0f} | {two:,.0f} | {two / one:.2f} |")
+    print()
+    print(f"# load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if args.json:
+        Path(args.json).write_text(json.dumps([{"contender": k[0], "batch": k[1], "loss": k[2], "images_per_s": v} for k, v in results.items()], indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""Alarms: callbacks that tell the researcher when a run goes wrong, instead of letting them find out later.
+
+NonFiniteAlarm stops the run before a NaN or infinite loss or gradient reaches the weights.
+CollapseAlarm warns (and can stop) when D has won for a sustained window or when the measured
+mode coverage falls below a threshold: a warning in the log, a TensorBoard text entry, and a 0/1
+scalar per alarm (alarm/d_won, alarm/low_coverage).
+"""
+
+import logging
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteError(RuntimeError):
+    pass
+
+
+def last_good_checkpoint(trainer: L.Trainer) -> str:
+    paths = [cb.last_model_path or cb.best_model_path for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)]
+    paths = [p for p in paths if p]
+    return f"the last good checkpoint is {paths[0]} (resume with ckpt_path=...)" if paths else "no checkpoint was saved before it"
+
+
+class NonFiniteAlarm(L.Callback):
+    """Before every optimizer step, check that the loss behind it and the gradients are finite;
+    otherwise raise NonFiniteError naming the step and the loss, before the weights change.
+
+    Nothing is saved on the way out (ModelCheckpoint does not save on exceptions, and
+    InterruptCheckpoint saves only on Ctrl-C), so the last checkpoint stays a good one.
+    Costs one gradient norm and one device sync per optimizer step."""
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        name, loss = getattr(pl_module, "last_loss", None) or ("loss", None)
+        grad_norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=pl_module.device)
+        loss_value = loss.detach().float() if loss is not None else torch.zeros((), device=grad_norm.device)
+        if bool(torch.isfinite(torch.stack([loss_value, grad_norm.float()])).all()):
+            return
+        what = f"{name} is {loss_value.item()}" if not torch.isfinite(loss_value) else f"{name} is finite ({loss_value.item():.4g}) but its gradient norm is {grad_norm.item()}"
+        raise NonFiniteError(
+            f"non-finite training at step {trainer.global_step} (epoch {trainer.current_epoch}): {what}. "
+            f"Training stopped before this update; {last_good_checkpoint(trainer)}."
+        )
+
+
+class CollapseAlarm(L.Callback):
+    """Two signs of a failing game, checked whenever the training scalars are logged:
+
+    - D has won: mean D(x) > d_real_above and mean D(G(z)) < d_fake_below (train/d_real,
+      train/d_fake) at every check for window_steps steps. Meaningful for the logistic objectives
+      (non_saturating, minimax), whose D outputs are probabilities.
+    - Low coverage: eval/classes_covered (logged by an evaluation callback, when there is one)
+      below min_classes_covered.
+
+    Each raises a warning and a TensorBoard text entry once per episode, logs its 0/1 flag at
+    every check, and stops the run when stop is true."""
+
+    def __init__(self, d_real_above: float = 0.99, d_fake_below: float = 0.01, window_steps: int = 2000,
+                 min_classes_covered: float | None = 8, stop: bool = False):
+        self.d_real_above = d_real_above
+        self.d_fake_below = d_fake_below
+        self.window_steps = window_steps
+        self.min_classes_covered = min_classes_covered
+        self.stop = stop
+        self.d_won_since: int | None = None
+        self.raised: dict[str, bool] = {"d_won": False, "low_coverage": False}
+        self.last_coverage = None
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
+        if trainer.global_step % max(trainer.log_every_n_steps, 1) == 0:  # the steps GAN.training_step logs at
+            self.check(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.check(trainer)
+
+    def check(self, trainer: L.Trainer) -> None:
+        metrics = trainer.callback_metrics
+        d_real, d_fake = metrics.get("train/d_real"), metrics.get("train/d_fake")
+        if d_real is not None and d_fake is not None:
+            if float(d_real) > self.d_real_above and float(d_fake) < self.d_fake_below:
+                self.d_won_since = trainer.global_step if self.d_won_since is None else self.d_won_since
+            else:
+                self.d_won_since = None
+            won = self.d_won_since is not None and trainer.global_step - self.d_won_since >= self.window_steps
+            self.flag(trainer, "d_won", won,
+                      f"D has won since step {self.d_won_since}: D(x) = {float(d_real):.3f} > {self.d_real_above}, "
+                      f"D(G(z)) = {float(d_fake):.4f} < {self.d_fake_below} for {self.window_steps}+ steps; G gets no useful "
+                      "signal (try regularization.r1_weight, spectral_norm, real_label, instance_noise or lr_d).")
+        coverage = metrics.get("eval/classes_covered")
+        if coverage is not None and self.min_classes_covered is not None and coverage is not self.last_coverage:
+            self.last_coverage = coverage
+            self.flag(trainer, "low_coverage", float(coverage) < self.min_classes_covered,
+                      f"mode collapse: the samples cover {float(coverage):g} digit classes, fewer than {self.min_classes_covered}.")
+
+    def flag(self, trainer: L.Trainer, name: str, on: bool, message: str) -> None:
+        for logger in trainer.loggers:
+            logger.log_metrics({f"alarm/{name}": float(on)}, step=trainer.global_step)
+        if not on:
+            self.raised[name] = False
+            return
+        if not self.raised[name]:
+            self.raised[name] = True
+            text = f"step {trainer.global_step}: {message}" + (" Stopping (alarm stop=true)." if self.stop else "")
+            if trainer.is_global_zero:
+                log.warning("alarm/%s: %s", name, text)
+                for logger in trainer.loggers:
+                    if isinstance(logger, TensorBoardLogger):
+                        logger.experiment.add_text(f"alarm/{name}", text, global_step=trainer.global_step)
+        if self.stop:
+            trainer.should_stop = True

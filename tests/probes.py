@@ -1,0 +1,24 @@
+"""Test-only callbacks, added to a run with `+callbacks.<name>._target_=tests.probes.<Class>`."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import lightning as L
+
+
+class RecordBatches(L.Callback):
+    """Writes, per rank, a fingerprint (hash of the pixels) of every image it trained on in epoch 0."""
+
+    def __init__(self, path: str):
+        self.path = Path(path)
+        self.seen: list[str] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.current_epoch == 0:
+            self.seen += [hashlib.sha1(image.cpu().numpy().tobytes()).hexdigest() for image in batch]
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch == 0:
+            self.path.mkdir(parents=True, exist_ok=True)
+            (self.path / f"rank{trainer.global_rank}.json").write_text(json.dumps(self.seen))

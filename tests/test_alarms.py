@@ -1,0 +1,89 @@
+"""Alarms: a planted NaN stops the run and leaves the last good checkpoint; D-won and coverage alarms."""
+
+import logging
+import types
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from tests.conftest import FAST, check, run_train
+from gan_lightning.alarms import CollapseAlarm, NonFiniteAlarm, NonFiniteError
+
+
+def test_planted_nan_stops_the_run_naming_step_and_loss_and_keeps_the_last_good_checkpoint(mnist_root, tmp_path):
+    # 256 images / 32 = 8 batches per epoch: epoch 0 ends at step 8 with a checkpoint, and the
+    # 12th D loss (epoch 1, step 11) is NaN.
+    result = run_train(*FAST, "eval=none", f"data.root={mnist_root}", f"hydra.run.dir={tmp_path}", "trainer.max_epochs=3",
+                       "loss.discriminator._target_=tests.planted.discriminator_loss_nan_at_call", "+loss.discriminator.call=12")
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert "non-finite training at step 11 (epoch 1): loss_d is nan" in result.stderr
+    assert "last good checkpoint is" in result.stderr
+    checkpoints = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert checkpoints == ["epoch000-step0000008.ckpt", "last.ckpt"]  # nothing saved after the NaN
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["global_step"] == 8
+    assert all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
+    # ... and it resumes from there, with the plain loss.
+    check(run_train(*FAST, "eval=none", f"data.root={mnist_root}", f"hydra.run.dir={tmp_path / 'resumed'}", "trainer.max_epochs=2",
+                    f"ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}"))
+
+
+def fake_trainer(**metrics):
+    return types.SimpleNamespace(global_step=40, current_epoch=2, checkpoint_callbacks=[], loggers=[], log_every_n_steps=10,
+                                 is_global_zero=True, should_stop=False,
+                                 callback_metrics={k.replace("__", "/"): torch.tensor(v) for k, v in metrics.items()})
+
+
+def test_a_non_finite_gradient_behind_a_finite_loss_is_caught_before_the_step():
+    weight = torch.nn.Parameter(torch.ones(3))
+    weight.grad = torch.tensor([0.0, float("inf"), 1.0])
+    optimizer = torch.optim.SGD([weight], lr=1.0)
+    module = types.SimpleNamespace(last_loss=("loss_g", torch.tensor(0.7)), device=torch.device("cpu"))
+    with pytest.raises(NonFiniteError, match=r"step 40 \(epoch 2\): loss_g is finite \(0.7\) but its gradient norm is inf"):
+        NonFiniteAlarm().on_before_optimizer_step(fake_trainer(), module, optimizer)
+    weight.grad = torch.tensor([0.0, 2.0, 1.0])
+    NonFiniteAlarm().on_before_optimizer_step(fake_trainer(), module, optimizer)  # finite: passes
+
+
+def test_d_won_alarm_needs_a_sustained_window_and_can_stop(caplog):
+    alarm = CollapseAlarm(window_steps=100, stop=True)
+    trainer = fake_trainer(train__d_real=0.999, train__d_fake=0.001)
+    with caplog.at_level(logging.WARNING):
+        for step in (40, 90, 140):
+            trainer.global_step = step
+            alarm.check(trainer)
+            assert trainer.should_stop is (step - 40 >= 100)
+    assert "alarm/d_won" in caplog.text and "D has won since step 40" in caplog.text
+    # One ordinary check resets the window.
+    alarm = CollapseAlarm(window_steps=100)
+    for step, d_fake in ((40, 0.001), (90, 0.3), (150, 0.001), (200, 0.001)):
+        trainer.global_step, trainer.callback_metrics["train/d_fake"] = step, torch.tensor(d_fake)
+        alarm.check(trainer)
+    assert alarm.d_won_since == 150 and not alarm.raised["d_won"]
+
+
+def test_low_coverage_alarm_reads_the_evaluation_metric():
+    alarm = CollapseAlarm(min_classes_covered=8)
+    trainer = fake_trainer(eval__classes_covered=10.0)
+    alarm.check(trainer)
+    assert not alarm.raised["low_coverage"]
+    trainer.callback_metrics["eval/classes_covered"] = torch.tensor(6.0)
+    alarm.check(trainer)
+    assert alarm.raised["low_coverage"] and trainer.should_stop is False
+
+
+def test_alarms_fire_in_a_real_run_with_flags_and_text_entries(mnist_root, tmp_path):
+    # Thresholds every state satisfies: D-won must fire after its window of 4 steps, and
+    # low coverage when the evaluation callback logs eval/classes_covered (at most 10 < 11).
+    check(run_train(*FAST, f"data.root={mnist_root}", f"hydra.run.dir={tmp_path}", "callbacks.collapse_alarm.d_real_above=0",
+                    "callbacks.collapse_alarm.d_fake_below=1", "callbacks.collapse_alarm.window_steps=4",
+                    "callbacks.collapse_alarm.min_classes_covered=11", "eval.num_samples=200", "eval.batch_size=100"))
+    events = EventAccumulator(str(next((tmp_path / "tensorboard").glob("events*"))), size_guidance={"tensors": 0})
+    events.Reload()
+    flags = [(e.step, e.value) for e in events.Scalars("alarm/d_won")]
+    assert flags[:6] == [(1, 0.0), (2, 0.0), (3, 0.0), (4, 0.0), (5, 1.0), (6, 1.0)]
+    assert [e.value for e in events.Scalars("alarm/low_coverage")] == [1.0]
+    assert {"alarm/d_won/text_summary", "alarm/low_coverage/text_summary"} <= set(events.Tags()["tensors"])
+    log = (tmp_path / "train.log").read_text()
+    assert "alarm/d_won" in log and "alarm/low_coverage: step 8: mode collapse" in log

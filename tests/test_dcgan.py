@@ -1,0 +1,40 @@
+"""The DCGAN-style networks: shapes, ranges, and that D scores every image on its own."""
+
+import torch
+from torch import nn
+
+from tests.conftest import FAST, check, run_train
+from gan_lightning.networks import DCGANDiscriminator, DCGANGenerator
+
+
+def test_generator_maps_noise_to_28x28_images_in_tanh_range():
+    g = DCGANGenerator(latent_dim=10, channels=8)
+    images = g(torch.randn(5, 10))
+    assert images.shape == (5, 1, 28, 28)
+    assert images.min() >= -1 and images.max() <= 1
+
+
+def test_discriminator_gives_one_logit_per_image_and_probabilities():
+    d = DCGANDiscriminator(channels=8)
+    x = torch.randn(6, 1, 28, 28)
+    assert d(x).shape == (6,)
+    p = d.probability(x)
+    assert p.shape == (6,) and torch.all((p > 0) & (p < 1))
+    torch.testing.assert_close(p, torch.sigmoid(d(x)))
+
+
+def test_discriminator_scores_each_image_independently_of_its_batch():
+    # GAN.training_step scores real and fake in one pass; that is only right without batch statistics.
+    d = DCGANDiscriminator(channels=8).train()
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in d.modules())
+    x = torch.randn(6, 1, 28, 28)
+    torch.testing.assert_close(d(x)[:2], d(x[:2]))
+
+
+def test_model_dcgan_trains_from_the_command_line(mnist_root, tmp_path):
+    check(run_train(*FAST, "eval=none", f"data.root={mnist_root}", f"hydra.run.dir={tmp_path}", "model=dcgan", "model.channels=8",
+                    "trainer.limit_train_batches=3", "ema=enabled", "ema.start_step=1"))
+    assert (tmp_path / "samples" / "epoch_000.png").is_file()
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    # G's BatchNorm running statistics are averaged with its weights, for samples in eval mode.
+    assert "generator_ema.module.net.2.running_mean" in state
