@@ -255,12 +255,12 @@ def save(fig, path: Path) -> None:
 
 
 def plot_fid(groups, out: Path) -> bool:
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(11, 4.5))
     drawn = plot_curves(ax, groups, FID, eval_epoch)
     if drawn:
         ax.set(xlabel="epoch", ylabel="FID (MNIST classifier features)", title="FID against epoch (mean over seeds, band: min to max)")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the curves, not on them
         save(fig, out)
     plt.close(fig)
     return drawn
@@ -273,7 +273,7 @@ def plot_early_steps(groups, out: Path, early_steps: int) -> bool:
     ax_d.set(xlabel="step (batch)", ylabel="mean D(G(z))", title=f"D(G(z)) over the first {early_steps} steps", yscale="log")
     ax_g.set(xlabel="step (batch)", ylabel="‖∇G‖ (generator loss)", title=f"generator gradient norm, first {early_steps} steps", yscale="log")
     if drawn:
-        ax_d.legend(fontsize=7)
+        fig.legend(*ax_d.get_legend_handles_labels(), fontsize=7, loc="lower center", ncol=2, bbox_to_anchor=(0.5, -0.02 - 0.03 * math.ceil(len(groups) / 2)))
         save(fig, out)
     plt.close(fig)
     return drawn
