@@ -123,3 +123,16 @@ def test_remedies_train_from_the_command_line(mnist_root, tmp_path, overrides):
         assert module.hparams.regularization["spectral_norm"] is True
     else:
         assert module.d_steps == 5 and module.gp_weight == 10.0
+
+
+def test_stable_mlp_preset_keeps_the_reference_networks_and_adds_spectral_norm_and_ema():
+    from hydra import compose, initialize_config_dir
+
+    from conftest import PROJECT
+
+    with initialize_config_dir(config_dir=str(PROJECT / "conf"), version_base="1.3"):
+        plain = compose("train")
+        stable = compose("train", overrides=["experiment=stable_mlp"])
+    assert stable.model == plain.model and stable.loss == plain.loss and stable.optim == plain.optim
+    assert stable.regularization.spectral_norm is True and stable.ema.decay == 0.999
+    assert plain.regularization.spectral_norm is False and plain.ema.decay is None
