@@ -128,7 +128,7 @@ def test_remedies_train_from_the_command_line(mnist_root, tmp_path, overrides):
 def test_stable_mlp_preset_keeps_the_reference_networks_and_adds_spectral_norm_and_ema():
     from hydra import compose, initialize_config_dir
 
-    from conftest import PROJECT
+    from tests.conftest import PROJECT
 
     with initialize_config_dir(config_dir=str(PROJECT / "conf"), version_base="1.3"):
         plain = compose("train")

@@ -179,16 +179,22 @@ def test_missing_mnist_and_no_network_is_one_clear_message(tmp_path):
 def test_ctrl_c_leaves_a_checkpoint_to_resume_from(mnist_root, tmp_path):
     run, resumed = tmp_path / "run", tmp_path / "resumed"
     cmd = [sys.executable, str(PROJECT / "train.py"), f"data.root={mnist_root}", f"hydra.run.dir={run}", *FAST, "trainer.max_epochs=1000"]
-    proc = subprocess.Popen(cmd, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 120
-        while not (run / "samples" / "epoch_002.png").exists():  # well into training
-            assert proc.poll() is None and time.time() < deadline, proc.communicate()
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=60)
-    finally:
-        proc.kill()
+    log = tmp_path / "train.out"
+    with open(log, "w") as out:  # a file, not a pipe: nothing can block on a full pipe buffer
+        proc = subprocess.Popen(cmd, cwd=PROJECT, stdout=out, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.time() + 180
+            while not (run / "samples" / "epoch_002.png").exists():  # well into training
+                assert proc.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+                time.sleep(0.2)
+            proc.send_signal(signal.SIGINT)
+            try:
+                assert proc.wait(timeout=120) != 0
+            except subprocess.TimeoutExpired:
+                pytest.fail("still running 120 s after Ctrl-C:\n" + log.read_text()[-3000:])
+        finally:
+            proc.kill()
+    assert "Detected KeyboardInterrupt" in log.read_text()
     interrupted = run / "checkpoints" / "interrupted.ckpt"
     assert interrupted.is_file()
     stopped_at = checkpoint(interrupted)["global_step"]
