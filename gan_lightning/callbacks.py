@@ -18,10 +18,7 @@ class SampleGrid(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        was_training = pl_module.training
-        pl_module.eval()
         images = pl_module.sample().cpu()
-        pl_module.train(was_training)
         grid = make_grid(images, nrow=self.nrow, normalize=True, value_range=(-1, 1), pad_value=1.0)
         self.dirpath.mkdir(parents=True, exist_ok=True)
         save_image(grid, self.dirpath / f"epoch_{trainer.current_epoch:03d}.png")

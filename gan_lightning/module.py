@@ -194,5 +194,12 @@ class GAN(L.LightningModule):
     @torch.no_grad()
     def sample(self, z: torch.Tensor | None = None) -> torch.Tensor:
         """Images (in [-1, 1]) for noise z, the fixed sample noise when z is None. The single entry
-        point for samples, sample grids and metrics: it uses G's moving average when there is one."""
-        return self.sampler()(self.sample_noise if z is None else z)
+        point for samples, sample grids and metrics: it uses G's moving average when there is one,
+        always in eval mode (a BatchNorm G uses its running statistics), whatever mode the module is in."""
+        sampler = self.sampler()
+        was_training = sampler.training
+        sampler.eval()
+        try:
+            return sampler(self.sample_noise if z is None else z)
+        finally:
+            sampler.train(was_training)

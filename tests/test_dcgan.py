@@ -38,3 +38,20 @@ def test_model_dcgan_trains_from_the_command_line(mnist_root, tmp_path):
     state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     # G's BatchNorm running statistics are averaged with its weights, for samples in eval mode.
     assert "generator_ema.module.net.2.running_mean" in state
+
+
+def test_samples_use_batchnorm_running_statistics_and_leave_training_mode_alone():
+    from gan_lightning.module import GAN
+
+    model = {"generator": {"_target_": "gan_lightning.networks.DCGANGenerator", "latent_dim": 10, "channels": 8},
+             "discriminator": {"_target_": "gan_lightning.networks.DCGANDiscriminator", "channels": 8}}
+    loss = {"generator": {"_target_": "gan_lightning.losses.non_saturating_generator_loss", "_partial_": True},
+            "discriminator": {"_target_": "gan_lightning.losses.gan_discriminator_loss", "_partial_": True}}
+    optim = {"optimizer": {"_target_": "torch.optim.Adam"}, "lr_g": 1e-4, "lr_d": 1e-4, "d_steps": 1}
+    gan = GAN(model=model, loss=loss, optim=optim).train()
+    z = torch.randn(4, 10)
+    samples = gan.sample(z)
+    assert gan.training and gan.generator.training  # the module's mode is restored
+    # eval-mode output: each image independent of the others in its batch (no batch statistics)
+    torch.testing.assert_close(samples[:1], gan.sample(z[:1]))
+    assert not torch.allclose(gan.generator(z)[:1], gan.generator(z[:1]))  # training mode would differ

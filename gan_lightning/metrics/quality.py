@@ -103,12 +103,7 @@ def fixed_noise(num_samples: int, latent_dim: int, seed: int) -> torch.Tensor:
 
 @torch.no_grad()
 def generated_batches(gan, noise: torch.Tensor, batch_size: int):
-    """Images of gan.sample(z) for noise, batch by batch, on the module's device (eval mode)."""
-    was_training = gan.training
-    gan.eval()
-    try:
-        for z in noise.split(batch_size):
-            yield gan.sample(z.to(gan.device))
-    finally:
-        gan.train(was_training)
+    """Images of gan.sample(z) for noise, batch by batch, on the module's device (GAN.sample uses eval mode)."""
+    for z in noise.split(batch_size):
+        yield gan.sample(z.to(gan.device))
 
