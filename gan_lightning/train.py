@@ -12,6 +12,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, read_write
@@ -20,6 +21,7 @@ from torch.utils.tensorboard.summary import hparams as hparams_summary
 from gan_lightning.alarms import NonFiniteError
 from gan_lightning.config import ConfigError, pick, validate
 from gan_lightning.data import MNISTNotFoundError
+from gan_lightning.metrics.inception import InceptionUnavailable
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -42,6 +44,9 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
         # Each GAN step leaves one network out of the backward pass (D's step does not need G's
         # gradients, G's step not D's), which plain DDP's unused-parameter check rejects.
         kwargs["strategy"] = "ddp_find_unused_parameters_true"
+    if not cfg.trainer.get("enable_progress_bar", True):
+        # trainer.enable_progress_bar=false wins over a configured bar (Lightning refuses the pair)
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, **kwargs)
 
 
@@ -116,7 +121,7 @@ def main(cfg: DictConfig) -> float | None:
     OmegaConf.resolve(cfg)
     try:
         return train(cfg)
-    except (ConfigError, MNISTNotFoundError) as err:
+    except (ConfigError, MNISTNotFoundError, InceptionUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except NonFiniteError as err:

@@ -42,8 +42,12 @@ def test_a_non_finite_gradient_behind_a_finite_loss_is_caught_before_the_step():
     module = types.SimpleNamespace(last_loss=("loss_g", torch.tensor(0.7)), device=torch.device("cpu"))
     with pytest.raises(NonFiniteError, match=r"step 40 \(epoch 2\): loss_g is finite \(0.7\) but its gradient norm is inf"):
         NonFiniteAlarm().on_before_optimizer_step(fake_trainer(), module, optimizer)
-    weight.grad = torch.tensor([0.0, 2.0, 1.0])
+    weight.grad = torch.tensor([0.0, float("nan"), 1.0])
+    with pytest.raises(NonFiniteError, match=r"loss_g is finite \(0.7\) but its gradient norm is nan"):
+        NonFiniteAlarm().on_before_optimizer_step(fake_trainer(), module, optimizer)
+    weight.grad = torch.tensor([0.0, 2.0, 1.0e-30])
     NonFiniteAlarm().on_before_optimizer_step(fake_trainer(), module, optimizer)  # finite: passes
+    assert torch.equal(weight.grad, torch.tensor([0.0, 2.0, 1.0e-30]))  # and the check left the gradient as it was
 
 
 def test_d_won_alarm_needs_a_sustained_window_and_can_stop(caplog):

@@ -7,10 +7,11 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 from omegaconf import OmegaConf, open_dict, read_write
 
 from gan_lightning.config import ConfigError, validate
-from gan_lightning.train import CONFIG_DIR, several_processes
+from gan_lightning.train import CONFIG_DIR, build_trainer, several_processes
 
 GROUPS = sorted(p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir() and p.name != "hydra")
 OPTIONS = [(group, yaml.stem) for group in GROUPS for yaml in sorted((Path(CONFIG_DIR) / group).glob("*.yaml"))]
@@ -79,3 +80,15 @@ def test_impossible_values_name_the_key_and_the_allowed_range(override, key):
 )
 def test_ddp_is_chosen_for_several_processes(devices, num_nodes, expected):
     assert several_processes(OmegaConf.create({"devices": devices, "num_nodes": num_nodes})) is expected
+
+
+@pytest.mark.parametrize("bar_on", [True, False])
+def test_the_progress_bar_is_redrawn_every_few_batches_and_can_be_switched_off(bar_on, tmp_path):
+    cfg = composed(["trainer.accelerator=cpu", f"trainer.enable_progress_bar={bar_on}"], output_dir=str(tmp_path))
+    callbacks = [instantiate(node) for node in cfg.callbacks.values()]
+    trainer = build_trainer(cfg, callbacks, loggers=[])
+    if bar_on:
+        assert isinstance(trainer.progress_bar_callback, TQDMProgressBar) and trainer.progress_bar_callback.refresh_rate == 10
+    else:  # the configured bar gives way instead of Lightning refusing the pair
+        assert trainer.progress_bar_callback is None
+        assert not any(isinstance(c, ProgressBar) for c in trainer.callbacks)

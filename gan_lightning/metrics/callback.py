@@ -6,19 +6,22 @@ import lightning as L
 import torch
 
 from gan_lightning.data import load_mnist_images
-from gan_lightning.metrics.quality import METRIC_NAMES, SampleQuality, fixed_noise, generated_batches
+from gan_lightning.metrics.inception import inception_fid
+from gan_lightning.metrics.quality import SampleQuality, fixed_noise, generated_batches
 
 
 class EvaluateGenerator(L.Callback):
     """Every every_n_epochs epochs and after the last one: num_samples images of GAN.sample(z) for
     fixed noise (seed), scored against the MNIST test set of data_root, logged as eval/<metric>
+    (with inception=true also eval/fid_inception, on Inception weights from inception_weights or torch hub)
     (TensorBoard scalars, trainer.callback_metrics, hence train.py's return value).
 
     Under DDP each process generates and scores its share of the noise and of the test set;
     torchmetrics sums the states over processes, so every process logs the single-process values.
     """
 
-    def __init__(self, data_root: str, every_n_epochs: int = 5, num_samples: int = 10000, batch_size: int = 1000, seed: int = 0, enabled: bool = True):
+    def __init__(self, data_root: str, every_n_epochs: int = 5, num_samples: int = 10000, batch_size: int = 1000, seed: int = 0, enabled: bool = True,
+                 inception: bool = False, inception_weights: str | None = None):
         if every_n_epochs < 1 or num_samples < 2:
             raise ValueError(f"eval.every_n_epochs must be >= 1 and eval.num_samples >= 2, got {every_n_epochs} and {num_samples}")
         self.data_root = data_root
@@ -27,7 +30,15 @@ class EvaluateGenerator(L.Callback):
         self.batch_size = batch_size
         self.seed = seed
         self.enabled = enabled
+        self.inception = inception
+        self.inception_weights = inception_weights
+        self.inception_metric = None
         self.quality: SampleQuality | None = None  # built at the first evaluation, kept for the run
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.enabled and self.inception and self.inception_metric is None:
+            # now, not at the first evaluation: missing weights stop the run before any training
+            self.inception_metric = inception_fid(self.inception_weights)
 
     def _share(self, tensor: torch.Tensor, trainer: L.Trainer) -> torch.Tensor:
         return torch.tensor_split(tensor, trainer.world_size)[trainer.global_rank]
@@ -43,14 +54,14 @@ class EvaluateGenerator(L.Callback):
         if (trainer.current_epoch + 1) % self.every_n_epochs == 0 or self.is_last_epoch(trainer):
             start = time.perf_counter()
             metrics = self.evaluate(trainer, pl_module)
-            for name in METRIC_NAMES:
+            for name, value in metrics.items():
                 # the same value on every process already (see the class docstring): no sync_dist
-                pl_module.log(f"eval/{name}", float(metrics[name]), on_step=False, on_epoch=True, sync_dist=False)
+                pl_module.log(f"eval/{name}", float(value), on_step=False, on_epoch=True, sync_dist=False)
             pl_module.log("time/eval_seconds", time.perf_counter() - start, on_step=False, on_epoch=True, sync_dist=False)
 
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         if self.quality is None:
             reference = self._share(load_mnist_images(self.data_root, train=False), trainer)
-            self.quality = SampleQuality(reference, device=pl_module.device, batch_size=self.batch_size)
+            self.quality = SampleQuality(reference, device=pl_module.device, batch_size=self.batch_size, inception=self.inception_metric)
         noise = self._share(fixed_noise(self.num_samples, pl_module.latent_dim, self.seed), trainer)
         return self.quality(generated_batches(pl_module, noise, self.batch_size))

@@ -1,6 +1,7 @@
 """`eval.py` and `sample.py`: score or draw from a trained generator, given its checkpoint.
 
     python eval.py ckpt_path=outputs/runs/<run>/checkpoints/last.ckpt data.root=/work/shared/data
+    python eval.py ckpt_path=<file> inception=true [inception_weights=<file>]  # + fid_inception (torch-fidelity)
     python sample.py ckpt_path=<file> n=64                  # a PNG grid
     python sample.py ckpt_path=<file> n=10000 out_dir=<dir> # one PNG per sample (torch-fidelity/clean-fid format)
     python sample.py ckpt_path=<file> interpolate=true      # rows=8 lines of steps=10 latent interpolations
@@ -19,9 +20,11 @@ from torchvision.utils import make_grid, save_image
 
 from gan_lightning.data import MNISTNotFoundError, load_mnist_images
 from gan_lightning.metrics.classifier import RECORD, ClassifierWeightsError
+from gan_lightning.metrics.inception import InceptionUnavailable, inception_fid
 from gan_lightning.metrics.quality import SampleQuality, fixed_noise, generated_batches
 
-EVAL_ARGS = {"ckpt_path": None, "data.root": "data", "num_samples": 10000, "batch_size": 1000, "seed": 0, "device": "auto", "out": None}
+EVAL_ARGS = {"ckpt_path": None, "data.root": "data", "num_samples": 10000, "batch_size": 1000, "seed": 0, "device": "auto", "out": None,
+             "inception": False, "inception_weights": None}
 SAMPLE_ARGS = {"ckpt_path": None, "n": 64, "nrow": 8, "seed": 0, "device": "auto", "out": None, "out_dir": None,
                "interpolate": False, "rows": 8, "steps": 10, "batch_size": 1000}
 
@@ -87,7 +90,8 @@ def run_folder(ckpt_path: str) -> Path:
 def evaluate(args: dict) -> dict:
     device = pick_device(args["device"])
     gan = load_gan(args["ckpt_path"], device)
-    quality = SampleQuality(load_mnist_images(args["data.root"], train=False), device=device, batch_size=args["batch_size"])
+    inception = inception_fid(args["inception_weights"]) if args["inception"] else None
+    quality = SampleQuality(load_mnist_images(args["data.root"], train=False), device=device, batch_size=args["batch_size"], inception=inception)
     noise = fixed_noise(args["num_samples"], gan.latent_dim, args["seed"])
     metrics = quality(generated_batches(gan, noise, args["batch_size"]))
     result = {**metrics, "ckpt_path": str(Path(args["ckpt_path"]).resolve()), "num_samples": args["num_samples"], "seed": args["seed"],
@@ -140,7 +144,7 @@ def sample(args: dict) -> Path:
 def run(command, defaults: dict) -> None:
     try:
         command(parse(sys.argv[1:], defaults))
-    except (UsageError, MNISTNotFoundError, ClassifierWeightsError) as err:
+    except (UsageError, MNISTNotFoundError, ClassifierWeightsError, InceptionUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
 

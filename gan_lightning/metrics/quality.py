@@ -11,6 +11,9 @@
 - classifier_score: exp(E_x KL(p(y|x) || p(y))) with p(y) the mean of p(y|x) over the samples (the
   "Inception score" formula on this classifier); between 1 and 10, high = confident and varied.
 
+With an Inception FID metric given (inception.py, off by default), also fid_inception: the usual
+FID on InceptionV3 features, the number papers report.
+
 Images go in as the generator makes them: float tensors (N, 1, 28, 28) in [-1, 1], the scaling the
 classifier was trained on. Every state is a sum, so under DDP each process feeds its share of the
 images and torchmetrics adds the states of all processes at compute(): the result is the one of a
@@ -22,10 +25,10 @@ from torchmetrics import Metric
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from gan_lightning.data import scale_to_tanh_range
+from gan_lightning.metrics import inception as inception_fid
 from gan_lightning.metrics.classifier import NUM_CLASSES, ClassifierFeatures, MNISTClassifier, load_classifier
 
 PRESENT_SHARE = 0.1  # a class is present with >= PRESENT_SHARE * (1 / NUM_CLASSES) of the samples
-METRIC_NAMES = ("fid_mnist", "classes_covered", "kl_uniform", "classifier_score")
 
 
 class ClassCoverage(Metric):
@@ -68,7 +71,9 @@ class SampleQuality:
     real-feature states survive reset()); each call then measures a new set of generated images.
     """
 
-    def __init__(self, reference: torch.Tensor, classifier: MNISTClassifier | None = None, device: str | torch.device = "cpu", batch_size: int = 1000):
+    def __init__(self, reference: torch.Tensor, classifier: MNISTClassifier | None = None, device: str | torch.device = "cpu", batch_size: int = 1000,
+                 inception=None):
+        """inception: an Inception FID metric (inception.inception_fid()) to report fid_inception too."""
         classifier = classifier if classifier is not None else load_classifier()
         self.device = torch.device(device)
         self.batch_size = batch_size
@@ -78,22 +83,32 @@ class SampleQuality:
         self.coverage = ClassCoverage().to(self.device)
         if reference.dtype == torch.uint8:
             reference = scale_to_tanh_range(reference)
+        self.inception = inception.to(self.device) if inception is not None else None
         with torch.no_grad():
             for batch in reference.split(batch_size):
                 self.fid.update(batch.to(self.device), real=True)
+                if self.inception is not None:
+                    inception_fid.update(self.inception, batch.to(self.device), real=True)
 
     @torch.no_grad()
     def __call__(self, batches) -> dict[str, float]:
         """Metrics of generated images, given as an iterable of batches (or one tensor) in [-1, 1]."""
         self.fid.reset()
         self.coverage.reset()
+        if self.inception is not None:
+            self.inception.reset()
         if isinstance(batches, torch.Tensor):
             batches = batches.split(self.batch_size)
         for images in batches:
             images = images.to(self.device)
             self.fid.update(images, real=False)
             self.coverage.update(self.classifier.head(self.features.last))  # no dropout: eval mode
-        return {"fid_mnist": float(self.fid.compute()), **self.coverage.compute()}
+            if self.inception is not None:
+                inception_fid.update(self.inception, images, real=False)
+        metrics = {"fid_mnist": float(self.fid.compute()), **self.coverage.compute()}
+        if self.inception is not None:
+            metrics["fid_inception"] = float(self.inception.compute())
+        return metrics
 
 
 def fixed_noise(num_samples: int, latent_dim: int, seed: int) -> torch.Tensor:

@@ -1,0 +1,106 @@
+"""Inception FID (off by default): computed from a weights file given in the config, and a clear
+message, not a traceback, when the weights are not there.
+
+torch-fidelity's real InceptionV3 weights are a 92 MB download, not available to tests: the weights
+file here has torch-fidelity's format and layer names but seeded random values, with BatchNorm
+statistics fitted to random images so that the features are neither zero nor exploding. The
+numbers are therefore not Inception FIDs; what is tested is the path from config to metric.
+"""
+
+import urllib.error
+from unittest import mock
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+pytest.importorskip("torch_fidelity", reason="Inception FID needs torch-fidelity, installed with the dev extra")
+from torch_fidelity import feature_extractor_inceptionv3 as fidelity_inception  # noqa: E402
+
+from tests.conftest import FAST, check, make_tiny_mnist, run_train  # noqa: E402
+from tests.test_metrics import render_digits  # noqa: E402
+from gan_lightning.data import scale_to_tanh_range  # noqa: E402
+from gan_lightning.metrics import commands  # noqa: E402
+from gan_lightning.metrics.inception import WEIGHTS_FILE, InceptionUnavailable, inception_fid  # noqa: E402
+from gan_lightning.metrics.quality import SampleQuality  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory):
+    torch.manual_seed(0)
+    with mock.patch.object(fidelity_inception.FeatureExtractorInceptionV3, "load_state_dict"), \
+            mock.patch.object(fidelity_inception, "load_state_dict_from_url", return_value={}):
+        net = fidelity_inception.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    for bn in (m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        bn.reset_running_stats()
+        bn.momentum = None  # running statistics = those of the batch below
+    torch.nn.Module.train(net, True)
+    with torch.no_grad():
+        net(torch.randint(0, 256, (8, 3, 299, 299), dtype=torch.uint8))
+    path = tmp_path_factory.mktemp("inception") / WEIGHTS_FILE
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def test_fid_inception_separates_images_and_is_zero_for_the_reference_itself(weights_file):
+    reference = render_digits(12, seed=0)  # few images: InceptionV3 at 299x299 is slow on a CPU
+    quality = SampleQuality(reference, batch_size=12, inception=inception_fid(str(weights_file)))
+    itself = quality(scale_to_tanh_range(reference))
+    other_digits = quality(scale_to_tanh_range(render_digits(12, seed=1)))
+    noise = quality(torch.rand(12, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1)
+    assert itself["fid_inception"] == pytest.approx(0.0, abs=1e-2 * other_digits["fid_inception"])
+    assert 0 < other_digits["fid_inception"] < noise["fid_inception"]
+    assert set(noise) == {"fid_mnist", "classes_covered", "kl_uniform", "classifier_score", "fid_inception"}
+
+
+def test_missing_weights_are_a_message_saying_what_to_do(tmp_path, monkeypatch):
+    with pytest.raises(InceptionUnavailable, match="Inception weights not found: .*nowhere.pth"):
+        inception_fid(str(tmp_path / "nowhere.pth"))
+    # No file given and no internet: the download fails; the message names the way out.
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    offline = urllib.error.URLError("[Errno -2] Name or service not known")
+    with mock.patch.object(fidelity_inception, "load_state_dict_from_url", side_effect=offline):
+        with pytest.raises(InceptionUnavailable, match=r"URLError.*eval.inception.weights_path=<file>.*eval.inception.enabled=false"):
+            inception_fid(None)
+    not_weights = tmp_path / "not_weights.pth"
+    torch.save({"something": torch.zeros(1)}, not_weights)
+    with pytest.raises(InceptionUnavailable, match="could not load InceptionV3 weights from the file"):
+        inception_fid(str(not_weights))
+
+
+@pytest.fixture(scope="module")
+def small_mnist(tmp_path_factory):
+    """8 test images: the reference set Inception FID reads in full."""
+    return make_tiny_mnist(tmp_path_factory.mktemp("small_mnist"), n_train=64, n_test=8)
+
+
+@pytest.fixture(scope="module")
+def inception_run(small_mnist, weights_file, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("inception_run")
+    check(run_train(*FAST, *EVALUATION, f"data.root={small_mnist}", f"eval.inception.weights_path={weights_file}", f"hydra.run.dir={run_dir}"))
+    return run_dir
+
+
+EVALUATION = ["eval.num_samples=8", "eval.batch_size=8", "eval.inception.enabled=true"]
+
+
+def test_training_logs_fid_inception_with_a_weights_file(inception_run):
+    events = EventAccumulator(str(inception_run / "tensorboard"))
+    events.Reload()
+    assert [e.value > 0 for e in events.Scalars("eval/fid_inception")] == [True]
+    assert len(events.Scalars("eval/fid_mnist")) == 1
+
+
+def test_training_without_the_weights_stops_before_the_first_step(small_mnist, tmp_path):
+    missing = tmp_path / "missing.pth"
+    result = run_train(*FAST, *EVALUATION, f"data.root={small_mnist}", f"eval.inception.weights_path={missing}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"error: Inception weights not found: {missing}" in result.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()  # stopped before training, not after an epoch
+
+
+def test_eval_command_reports_fid_inception_when_asked(inception_run, small_mnist, weights_file):
+    args = [f"ckpt_path={inception_run / 'checkpoints' / 'last.ckpt'}", f"data.root={small_mnist}", "num_samples=8", "device=cpu"]
+    with_inception = commands.evaluate(commands.parse([*args, "inception=true", f"inception_weights={weights_file}"], commands.EVAL_ARGS))
+    assert with_inception["fid_inception"] > 0
+    assert "fid_inception" not in commands.evaluate(commands.parse(args, commands.EVAL_ARGS))  # off by default
