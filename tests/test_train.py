@@ -181,7 +181,10 @@ def test_ctrl_c_leaves_a_checkpoint_to_resume_from(mnist_root, tmp_path):
     cmd = [sys.executable, str(PROJECT / "train.py"), f"data.root={mnist_root}", f"hydra.run.dir={run}", *FAST, "trainer.max_epochs=1000"]
     log = tmp_path / "train.out"
     with open(log, "w") as out:  # a file, not a pipe: nothing can block on a full pipe buffer
-        proc = subprocess.Popen(cmd, cwd=PROJECT, stdout=out, stderr=subprocess.STDOUT, text=True)
+        # A suite started in the background (`pytest &`) inherits an ignored SIGINT, and Python then
+        # never turns Ctrl-C into KeyboardInterrupt: give the run the default disposition a terminal gives.
+        proc = subprocess.Popen(cmd, cwd=PROJECT, stdout=out, stderr=subprocess.STDOUT, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             deadline = time.time() + 180
             while not (run / "samples" / "epoch_002.png").exists():  # well into training
