@@ -54,10 +54,11 @@ class EvaluateGenerator(L.Callback):
         if (trainer.current_epoch + 1) % self.every_n_epochs == 0 or self.is_last_epoch(trainer):
             start = time.perf_counter()
             metrics = self.evaluate(trainer, pl_module)
+            # The metrics are the same value on every process already (see the class docstring);
+            # sync_dist averages those identical values (exactly) and keeps Lightning from warning.
             for name, value in metrics.items():
-                # the same value on every process already (see the class docstring): no sync_dist
-                pl_module.log(f"eval/{name}", float(value), on_step=False, on_epoch=True, sync_dist=False)
-            pl_module.log("time/eval_seconds", time.perf_counter() - start, on_step=False, on_epoch=True, sync_dist=False)
+                pl_module.log(f"eval/{name}", float(value), on_step=False, on_epoch=True, sync_dist=True)
+            pl_module.log("time/eval_seconds", time.perf_counter() - start, on_step=False, on_epoch=True, sync_dist=True)
 
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         if self.quality is None:
