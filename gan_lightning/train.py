@@ -1,5 +1,6 @@
 """Hydra entry point: compose the config, build everything from it, train."""
 
+import ctypes
 import logging
 import os
 import sys
@@ -25,6 +26,25 @@ from gan_lightning.metrics.inception import InceptionUnavailable
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def use_default_cuda_check_without_nvidia_driver() -> None:
+    """Undo Lightning's PYTORCH_NVML_BASED_CUDA_CHECK=1 on a machine without the NVIDIA driver.
+
+    Lightning sets it when imported, so that torch.cuda.is_available() asks NVML instead of
+    initialising CUDA before DDP forks. Without the driver, torch then tries to load NVML anew at
+    every call, and Adam.step() makes that call at every step: the reference GAN lost ~6% of its
+    images/s on this CPU machine (BENCHMARKS.md). Without a driver there is no CUDA to initialise,
+    so torch's default check is as safe."""
+    if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") != "1":
+        return
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        del os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"]
+
+
+use_default_cuda_check_without_nvidia_driver()
 
 
 def several_processes(trainer_cfg: DictConfig) -> bool:
