@@ -40,8 +40,8 @@ def inception_fid(weights_path: str | None = None):
                  f"torch hub's cache ({Path(torch.hub.get_dir()) / 'checkpoints' / WEIGHTS_FILE}) or a download")
         raise InceptionUnavailable(
             f"Inception FID: could not load InceptionV3 weights from {where} ({type(err).__name__}: {reason}). "
-            f"Without internet, copy torch-fidelity's {WEIGHTS_FILE} here and set eval.inception.weights_path=<file>, "
-            "or leave eval.inception.enabled=false (fid_mnist needs no download)."
+            f"Without internet, fetch torch-fidelity's {WEIGHTS_FILE} elsewhere and give it as eval.inception.weights_path=<file> "
+            "(eval.py: inception_weights=<file>), or leave eval.inception.enabled=false (fid_mnist needs no download)."
         ) from None
 
 
