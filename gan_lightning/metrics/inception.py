@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's file name for them
-CHUNK = 100  # images per Inception pass: its activations at 299x299 take ~20 MB per image
+CHUNK = 100  # images per Inception pass: its activations at 299x299 take tens of MB per image
 
 
 class InceptionUnavailable(RuntimeError):
@@ -50,6 +50,7 @@ def to_inception_input(images: torch.Tensor) -> torch.Tensor:
     return ((images + 1) / 2).clamp(0, 1).expand(-1, 3, -1, -1)
 
 
-def update(fid, images: torch.Tensor, real: bool) -> None:
+def add_images(fid, images: torch.Tensor, real: bool) -> None:
+    """Feed generator images (in [-1, 1]) to an Inception FID metric, CHUNK at a time."""
     for chunk in to_inception_input(images).split(CHUNK):
         fid.update(chunk, real=real)

@@ -25,7 +25,7 @@ from torchmetrics import Metric
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from gan_lightning.data import scale_to_tanh_range
-from gan_lightning.metrics import inception as inception_fid
+from gan_lightning.metrics.inception import add_images as add_inception_images
 from gan_lightning.metrics.classifier import NUM_CLASSES, ClassifierFeatures, MNISTClassifier, load_classifier
 
 PRESENT_SHARE = 0.1  # a class is present with >= PRESENT_SHARE * (1 / NUM_CLASSES) of the samples
@@ -86,9 +86,10 @@ class SampleQuality:
         self.inception = inception.to(self.device) if inception is not None else None
         with torch.no_grad():
             for batch in reference.split(batch_size):
-                self.fid.update(batch.to(self.device), real=True)
+                batch = batch.to(self.device)
+                self.fid.update(batch, real=True)
                 if self.inception is not None:
-                    inception_fid.update(self.inception, batch.to(self.device), real=True)
+                    add_inception_images(self.inception, batch, real=True)
 
     @torch.no_grad()
     def __call__(self, batches) -> dict[str, float]:
@@ -104,7 +105,7 @@ class SampleQuality:
             self.fid.update(images, real=False)
             self.coverage.update(self.classifier.head(self.features.last))  # no dropout: eval mode
             if self.inception is not None:
-                inception_fid.update(self.inception, images, real=False)
+                add_inception_images(self.inception, images, real=False)
         metrics = {"fid_mnist": float(self.fid.compute()), **self.coverage.compute()}
         if self.inception is not None:
             metrics["fid_inception"] = float(self.inception.compute())
