@@ -22,6 +22,8 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
+from gan_lightning.sweeps import read_status  # noqa: E402
+
 # Scalars logged by the eval callback and by GAN.training_step (x-axis: batches = generator steps).
 FID, CLASSES, KL, SCORE = "eval/fid_mnist", "eval/classes_covered", "eval/kl_uniform", "eval/classifier_score"
 TRAIN_TAGS = ["train/loss_d", "train/loss_g", "train/d_real", "train/d_fake", "train/grad_norm_g"]
@@ -129,7 +131,12 @@ def load_run(run_dir: Path, name: str) -> Run:
 
 
 def find_problem(run: Run) -> str | None:
-    """Why the run did not finish training as configured, judged from what it left behind."""
+    """Why the run did not finish training as configured: the sweep job's own record when there is
+    one (job_status.json, written by gan_lightning.sweeps), else judged from what it left behind."""
+    status = read_status(run.path)
+    if status and status.get("status") not in (None, "completed"):
+        state = "killed (its process died)" if status["status"] == "running" else status["status"]
+        return f"{state}: {status['error']}" if status.get("error") else state
     if not run.has_log:
         return "no TensorBoard events or metrics.csv: the job crashed before training (its error is in the sweep's console output)"
     if not any(tag in run.scalars for tag in TRAIN_TAGS):

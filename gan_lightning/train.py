@@ -1,6 +1,7 @@
 """Hydra entry point: compose the config, build everything from it, train."""
 
 import ctypes
+import importlib.util
 import logging
 import os
 import sys
@@ -23,6 +24,7 @@ from gan_lightning.alarms import NonFiniteError
 from gan_lightning.config import ConfigError, pick, validate
 from gan_lightning.data import MNISTNotFoundError
 from gan_lightning.metrics.inception import InceptionUnavailable
+from gan_lightning.sweeps import run_sweep_job
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -74,26 +76,34 @@ DDP_LAUNCH_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK",
 
 
 @contextmanager
-def ddp_launch_scope():
-    """Let each job of a Hydra multirun launch its own DDP processes.
+def ddp_launch_scope(ckpt_path: str | None = None):
+    """Let each job of a Hydra multirun launch its own DDP processes, whatever process runs the job.
 
-    Lightning's DDP launcher starts the other ranks by re-running sys.argv with
-    hydra.run.dir=HydraConfig.run.dir. In a multirun that would start the whole sweep again, in
-    a new folder: point it at this job alone (its overrides) in this job's folder. The launcher
-    also leaves its variables in os.environ (LOCAL_RANK makes the next job believe its processes
-    are started externally) and a process group behind: undo both when the job ends.
+    Lightning's DDP launcher starts the other ranks by re-running sys.argv (as `python -m
+    <__main__'s module>` when there is one) with hydra.run.dir=HydraConfig.run.dir. In a multirun
+    that would start the whole sweep again, in a new folder, and in a job started by a launcher
+    (submitit's `python -m submitit.core._submit`) it would run the launcher's program: point it
+    at `python -m gan_lightning.train` with this job's overrides (and the checkpoint it resumes
+    from), in this job's folder. The launcher also leaves its variables in os.environ (LOCAL_RANK
+    makes the next job believe its processes are started externally) and a process group
+    behind: undo both when the job ends.
     """
+    import __main__
+
     hydra_cfg = HydraConfig.get()
-    saved_argv = sys.argv
+    saved_argv, saved_spec = sys.argv, getattr(__main__, "__spec__", None)
     saved_env = {key: os.environ.get(key) for key in DDP_LAUNCH_VARIABLES}
     if hydra_cfg.mode == RunMode.MULTIRUN:
-        sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
+        resume = [f"ckpt_path={ckpt_path}"] if ckpt_path and f"ckpt_path={ckpt_path}" not in hydra_cfg.overrides.task else []
+        sys.argv = [sys.argv[0], *hydra_cfg.overrides.task, *resume]
+        __main__.__spec__ = importlib.util.find_spec("gan_lightning.train")
         with read_write(hydra_cfg):
             hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
     try:
         yield
     finally:
         sys.argv = saved_argv
+        __main__.__spec__ = saved_spec
         for key, value in saved_env.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -129,25 +139,29 @@ def train(cfg: DictConfig, extra_callbacks: list = ()) -> float | None:
     trainer = build_trainer(cfg, callbacks, loggers)
     log_hparams(loggers, pick(cfg, cfg.hparams_to_log), list(cfg.hparams_metrics))
 
-    with ddp_launch_scope():
+    with ddp_launch_scope(cfg.ckpt_path):
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
 
     metric = trainer.callback_metrics.get(cfg.optimized_metric) if cfg.optimized_metric else None
     return None if metric is None else float(metric)
 
 
+EXPECTED_ERRORS = (ConfigError, MNISTNotFoundError, InceptionUnavailable)
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     OmegaConf.resolve(cfg)
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        # skip a finished job, resume an interrupted one, and never let one job end the sweep
+        return run_sweep_job(cfg, train, EXPECTED_ERRORS)
     try:
         return train(cfg)
-    except (ConfigError, MNISTNotFoundError, InceptionUnavailable) as err:
+    except EXPECTED_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except NonFiniteError as err:
         log.error("%s", err)
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            return float("nan")  # one diverged job should not end the whole sweep
         print(f"error: {err}", file=sys.stderr)
         sys.exit(3)
 

@@ -22,3 +22,18 @@ class RecordBatches(L.Callback):
         if trainer.current_epoch == 0:
             self.path.mkdir(parents=True, exist_ok=True)
             (self.path / f"rank{trainer.global_rank}.json").write_text(json.dumps(self.seen))
+
+
+class KillSelf(L.Callback):
+    """SIGKILLs its own process at the first training batch when seed == kill_seed: a job that dies
+    without a word, as one killed by the OOM killer or `kill -9` does."""
+
+    def __init__(self, seed: int, kill_seed: int):
+        self.kill = seed == kill_seed
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.kill:
+            import os
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)

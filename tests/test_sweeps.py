@@ -1,0 +1,210 @@
+"""Sweeps at scale: failing jobs, up-front checks, resume, parallel jobs, SLURM settings, Optuna studies."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from gan_lightning.report import write_report
+from gan_lightning.sweeps import read_status
+from gan_lightning.train import CONFIG_DIR
+from hydra_plugins.gan_lightning_sweeps.launchers import DeviceSlots
+from tests.conftest import FAST, PROJECT, check, run_train
+
+BATCHES = 256 // 32  # tiny MNIST, batch 32
+
+
+def jobs(sweep: Path) -> dict[int, dict]:
+    """job number -> its job_status.json."""
+    statuses = [read_status(p.parent) for p in sweep.rglob("job_status.json") if ".submitit" not in p.parts]
+    return {s["job"]: s for s in statuses}
+
+
+def test_a_failing_job_does_not_end_the_sweep_and_a_rerun_skips_what_finished(mnist_root, tmp_path):
+    sweep = tmp_path / "sweep"
+    # seed=-1 passes the config check but makes seed_everything raise inside job 1
+    args = [f"data.root={mnist_root}", *FAST, "seed=1,-1,2", f"hydra.sweep.dir={sweep}"]
+    result = run_train(*args, multirun=True)
+
+    assert result.returncode == 1, result.stderr[-2000:]
+    status = jobs(sweep)
+    assert [status[j]["status"] for j in (0, 1, 2)] == ["completed", "failed", "completed"]
+    assert "ValueError" in status[1]["error"]
+    summary = (sweep / "summary.txt").read_text()
+    assert summary in result.stdout  # printed at the end of the sweep, and kept beside the runs
+    rows = {line.split()[0]: line for line in summary.splitlines() if line.startswith("#") and "  " in line}
+    assert "failed" in rows["#1"] and "seed=-1" in rows["#1"] and "data.root" not in rows["#1"]
+    assert "completed" in rows["#0"] and f"{status[0]['value']:.2f}" in rows["#0"]
+    assert "#1: ValueError" in summary
+
+    report = write_report(sweep, early_steps=5).read_text()
+    failed_row = next(line for line in report.splitlines() if "seed=-1" in line and line.startswith("| `"))
+    assert "failed" in failed_row and "ValueError" in failed_row
+
+    # the same command again: the two finished jobs are skipped, the failed one runs again
+    started = {j: status[j]["started"] for j in (0, 2)}
+    again = run_train(*args, multirun=True)
+    assert again.returncode == 1
+    assert again.stdout.count("in an earlier run of this sweep: skipped") + again.stderr.count("in an earlier run of this sweep: skipped") == 2
+    assert {j: jobs(sweep)[j]["started"] for j in (0, 2)} == started
+
+
+def test_a_bad_value_in_any_job_refuses_the_sweep_before_the_first_job(mnist_root, tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_train(f"data.root={mnist_root}", *FAST, "optim.lr_g=2e-4,-1,2e-4", f"hydra.sweep.dir={sweep}", multirun=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["error: sweep job #1 (optim.lr_g=-1): optim.lr_g must be > 0, got -1; no job was started"]
+    assert not list(sweep.rglob("job_status.json"))
+
+
+def test_an_interrupted_sweep_continues_from_the_checkpoint_of_the_unfinished_job(mnist_root, tmp_path):
+    sweep = tmp_path / "sweep"
+    args = [f"data.root={mnist_root}", *FAST, "eval=none", "trainer.max_epochs=3", "seed=1,2", f"hydra.sweep.dir={sweep}"]
+    cmd = [sys.executable, str(PROJECT / "train.py"), "-m", *args]
+    log = tmp_path / "sweep.out"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=PROJECT, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.time() + 120
+            while not list(sweep.glob("0_*/checkpoints/last.ckpt")):  # job 0 has finished an epoch
+                assert proc.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+                time.sleep(0.1)
+        finally:
+            proc.kill()  # kill -9: nothing is saved on the way out
+            proc.wait()
+    assert jobs(sweep)[0]["status"] == "running" and 1 not in jobs(sweep)
+
+    check(run_train(*args, multirun=True))
+
+    status = jobs(sweep)
+    assert [status[j]["status"] for j in (0, 1)] == ["completed", "completed"]
+    assert status[0]["resumed_from"].endswith(".ckpt") and status[1]["resumed_from"] is None
+    for job in (0, 1):
+        ckpt = torch.load(next(sweep.glob(f"{job}_*/checkpoints/last.ckpt")), map_location="cpu", weights_only=False)
+        assert ckpt["global_step"] == 3 * BATCHES and ckpt["epoch"] == 2
+
+
+def test_the_parallel_launcher_runs_two_jobs_at_once_with_the_cores_split_between_them(mnist_root, tmp_path):
+    sweep = tmp_path / "sweep"
+    check(run_train(f"data.root={mnist_root}", *FAST, "eval=none", "trainer.max_epochs=2", "seed=1,2",
+                    "hydra/launcher=parallel", "hydra.launcher.poll_s=0.1", f"hydra.sweep.dir={sweep}", multirun=True))
+    status = jobs(sweep)
+    assert [status[j]["status"] for j in (0, 1)] == ["completed", "completed"]
+    cores = len(os.sched_getaffinity(0))
+    assert [status[j]["resources"]["torch_threads"] for j in (0, 1)] == [max(cores // 2, 1)] * 2
+    assert status[0]["resources"]["pid"] != status[1]["resources"]["pid"]
+    # both ran at the same time: each started before the other finished
+    assert status[0]["started"] < status[1]["updated"] and status[1]["started"] < status[0]["updated"]
+    for job in (0, 1):
+        run = next(sweep.glob(f"{job}_*"))
+        assert (run / "checkpoints" / "last.ckpt").is_file() and len(list(run.rglob("events.out.tfevents.*"))) == 1
+    assert len(list((sweep / ".submitit").rglob("*_log.out"))) == 2  # each job's own console output
+
+
+def test_a_killed_job_of_a_parallel_sweep_is_reported_and_jobs_share_a_gpu(mnist_root, tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_train(f"data.root={mnist_root}", *FAST, "eval=none", "seed=1,2",
+                       "+callbacks.die._target_=tests.probes.KillSelf", "+callbacks.die.seed=${seed}", "+callbacks.die.kill_seed=2",
+                       "hydra/launcher=parallel", "hydra.launcher.jobs_per_gpu=2", "hydra.launcher.poll_s=0.1",
+                       f"hydra.sweep.dir={sweep}", multirun=True, env={"GAN_FAKE_GPU_COUNT": "1"})
+    assert result.returncode == 1
+    status = jobs(sweep)
+    assert [status[j]["status"] for j in (0, 1)] == ["completed", "killed"]
+    # one (faked) GPU taking two jobs: both see GPU 0 only
+    assert [status[j]["resources"]["cuda_visible_devices"] for j in (0, 1)] == ["0", "0"]
+    assert "killed" in (sweep / "summary.txt").read_text()
+
+
+def test_gpu_slots_give_each_job_its_own_gpu_then_share_them():
+    slots = DeviceSlots(num_gpus=2, jobs_per_gpu=1)
+    assert slots.take(1) == [0] and slots.take(1) == [1] and slots.take(1) is None
+    slots.give_back([0])
+    assert slots.take(1) == [0]
+
+    shared = DeviceSlots(num_gpus=2, jobs_per_gpu=2)
+    assert [shared.take(1) for _ in range(4)] == [[0], [1], [0], [1]]  # spread first, then share
+    assert shared.take(1) is None
+    ddp = DeviceSlots(num_gpus=3, jobs_per_gpu=1)
+    assert ddp.take(2) == [0, 1] and ddp.take(2) is None and ddp.take(1) == [2]
+
+
+def test_a_ddp_job_runs_under_the_parallel_launcher(mnist_root, tmp_path):
+    sweep = tmp_path / "sweep"
+    check(run_train(f"data.root={mnist_root}", *FAST, "eval=none", "trainer.devices=2", "loss=minimax",
+                    "hydra/launcher=parallel", "hydra.launcher.poll_s=0.1", f"hydra.sweep.dir={sweep}", multirun=True))
+    run = next(p for p in sweep.iterdir() if p.name.startswith("0_"))
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == BATCHES // 2  # two processes, each half of the batches
+    assert len(list(run.rglob("events.out.tfevents.*"))) == 1
+    assert jobs(sweep)[0]["status"] == "completed"
+
+
+def compose_slurm(*overrides):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("train", overrides=["hydra/launcher=slurm", *overrides], return_hydra_config=True)
+
+
+def test_slurm_launcher_submits_one_task_per_device_with_the_configured_resources(tmp_path, monkeypatch):
+    fake_bin = tmp_path / "bin"  # submitit looks for srun before it writes a script
+    fake_bin.mkdir()
+    (fake_bin / "srun").write_text("#!/bin/sh\n")
+    (fake_bin / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_bin}:{os.environ['PATH']}")
+    cfg = compose_slurm("trainer.devices=4", "trainer.num_nodes=2", "hydra.launcher.partition=gpu",
+                        "hydra.launcher.timeout_min=90", f"hydra.sweep.dir={tmp_path}", "hydra.job.name=train")
+    sbatch = instantiate(cfg.hydra.launcher).sbatch_script()
+    for line in ("--ntasks-per-node=4", "--nodes=2", "--gpus-per-node=4", "--partition=gpu", "--time=90",
+                 "--signal=USR1@90", "--requeue", "--cpus-per-task=4", "--mem=16GB", "--job-name=train"):
+        assert f"#SBATCH {line}\n" in sbatch, sbatch
+    assert "USR2" not in sbatch  # submitit's own timeout signal is replaced by Lightning's requeue signal
+
+
+def test_lightning_sees_the_slurm_tasks_as_its_ddp_processes(monkeypatch):
+    import lightning as L
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    for key, value in {"SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2", "SLURM_JOB_NAME": "train", "SLURM_JOB_ID": "42",
+                       "SLURM_PROCID": "1", "SLURM_LOCALID": "1", "SLURM_NODEID": "0", "SLURM_NODELIST": "node1"}.items():
+        monkeypatch.setenv(key, value)
+    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_find_unused_parameters_true", logger=False)
+    env = trainer.strategy.cluster_environment
+    assert isinstance(env, SLURMEnvironment) and env.creates_processes_externally
+    assert (trainer.global_rank, trainer.world_size) == (1, 2)
+
+
+def test_an_optuna_search_continues_its_study_after_a_crash(mnist_root, tmp_path):
+    sweep = tmp_path / "search"
+    fast = [o for o in FAST if not o.startswith("data.batch_size=")]  # the batch size is searched
+    args = ["hparams_search=optuna", f"data.root={mnist_root}", *fast, f"hydra.sweep.dir={sweep}"]
+    check(run_train(*args, "hydra.sweeper.n_trials=2", multirun=True))
+    study = optuna.load_study(study_name="gan_mnist", storage=f"sqlite:///{sweep / 'optuna.db'}")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+
+    # a search killed in the middle of its third trial leaves it RUNNING, asked by a process now dead
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    cut = study.ask({"optim.lr_g": optuna.distributions.FloatDistribution(1e-5, 3e-3, log=True)})
+    cut.set_user_attr("worker", f"{socket.gethostname()}:{dead.pid}")
+    cut.set_user_attr("job", 2)
+
+    result = check(run_train(*args, "hydra.sweeper.n_trials=4", multirun=True))
+    study = optuna.load_study(study_name="gan_mnist", storage=f"sqlite:///{sweep / 'optuna.db'}")
+    states = [t.state.name for t in study.trials]
+    # 2 kept, the cut-off one failed and run again with its parameters, 1 new: the budget of 4 holds
+    assert states == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE", "COMPLETE"], states
+    assert study.trials[3].params["optim.lr_g"] == cut.params["optim.lr_g"]
+    assert study.trials[3].user_attrs["job"] == 2
+    assert sorted(jobs(sweep)) == [0, 1, 2, 3]
+    assert "2 trials finished before, 2 to go (1 cut off, run again)" in result.stdout + result.stderr
+    for png in ("optuna_history.png", "optuna_slice.png"):
+        assert (sweep / png).stat().st_size > 1000
