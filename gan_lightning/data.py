@@ -5,13 +5,19 @@ the reference MLPs' arithmetic. Here the images stay one uint8 tensor and a batc
 plus one scaling, giving the same values as ToTensor + Normalize(0.5, 0.5), i.e. [-1, 1].
 Shuffling and DDP sharding still come from the DataLoader's sampler, which Lightning replaces
 with a DistributedSampler under DDP.
+
+Resuming gives the data order of an uninterrupted run: the order of an epoch depends on a seed
+(saved in checkpoints) and the epoch number alone, never on the global RNG the noise is drawn
+from, and a run resumed in the middle of an epoch skips the batches it had already trained on.
 """
 
+from collections.abc import Callable
+from itertools import islice
 from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 from torchvision.datasets import MNIST
 
 
@@ -74,6 +80,48 @@ class InMemoryImages(Dataset):
         return self.images[torch.as_tensor(indices)]
 
 
+class EpochShuffle(RandomSampler):
+    """A random order per epoch that depends on (seed, epoch) alone, as DistributedSampler's does.
+    Lightning calls set_epoch at the start of every epoch, of a resumed one too, so the order after
+    a resume is the uninterrupted run's; a plain RandomSampler draws it from the global RNG instead.
+    It stays a RandomSampler so that Lightning swaps it for its DistributedSampler under DDP."""
+
+    def __init__(self, data_source: Dataset, seed: int):
+        super().__init__(data_source, generator=torch.Generator())
+        self.seed = seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.generator.manual_seed(self.seed + epoch)
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader that resumes in the middle of an epoch: every epoch skips the batches that
+    training already had in it, `trained()` (the trainer's batch counter, 0 at an epoch start and
+    restored by Lightning from a checkpoint saved within an epoch). Skipping replays the sampler, so
+    it suits samplers whose order depends on the epoch alone (EpochShuffle, DistributedSampler), at
+    the cost of one in-memory gather per skipped batch."""
+
+    def __init__(self, *args, trained: Callable[[], int] = lambda: 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.trained = trained
+
+    def __iter__(self):
+        # A generator: this runs when the first batch is asked for, after Lightning has set the
+        # epoch and restored its batch counter.
+        yield from islice(super().__iter__(), self.trained(), None)
+
+    # Lightning warns that a loader without these cannot resume mid-epoch. This one keeps no state
+    # of its own: Lightning's restore of such state is skipped when configure_optimizers asks for
+    # trainer.estimated_stepping_batches (Lightning issue #20550), its batch counter is not.
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
 def keep_batch(batch: torch.Tensor) -> torch.Tensor:
     """collate_fn for batches that __getitems__ already stacked (module-level so workers can pickle it)."""
     return batch
@@ -88,6 +136,7 @@ class MNISTDataModule(L.LightningDataModule):
         self.download = download
         self.train_set: InMemoryImages | None = None
         self.test_set: InMemoryImages | None = None
+        self.shuffle_seed: int | None = None  # drawn at the first train_dataloader(), kept in checkpoints
 
     def prepare_data(self) -> None:
         find_or_download_mnist(self.root, self.download)
@@ -110,8 +159,34 @@ class MNISTDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        if self.shuffle_seed is None:
+            # from the global RNG, so that seed=N fixes the data order as well
+            self.shuffle_seed = int(torch.randint(2**31, ()))
+        # The loader's own generator: it draws a seed for its workers at every epoch, which would
+        # otherwise come from the global RNG and move the noise stream by one draw on resume.
         # Full batches only: a small last batch would weigh its few samples more in both losses.
-        return self._loader(self.train_set, shuffle=True, drop_last=True)
+        return ResumableLoader(
+            self.train_set,
+            batch_size=self.batch_size,
+            sampler=EpochShuffle(self.train_set, self.shuffle_seed),
+            drop_last=True,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=keep_batch,
+            generator=torch.Generator().manual_seed(self.shuffle_seed),
+            trained=self.batches_trained_this_epoch,
+        )
+
+    def batches_trained_this_epoch(self) -> int:
+        if self.trainer is None:  # iterated by hand, not by a Trainer
+            return 0
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.ready
+
+    def state_dict(self) -> dict:
+        return {"shuffle_seed": self.shuffle_seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.shuffle_seed = state["shuffle_seed"]
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, shuffle=False, drop_last=False)

@@ -3,9 +3,11 @@
 import functools
 import inspect
 import math
+import random
 from contextlib import contextmanager
 
 import lightning as L
+import numpy as np
 import torch
 from hydra.utils import instantiate
 from torch import nn
@@ -27,6 +29,24 @@ def bare(fn):
     if isinstance(fn, functools.partial):
         return functools.partial(fn.func, *fn.args, **fn.keywords)
     return fn
+
+
+def rng_states(device: torch.device) -> dict:
+    """The global random generators' states, as types that torch.load(weights_only=True) accepts."""
+    kind, key, *rest = np.random.get_state()
+    states = {"torch": torch.get_rng_state(), "numpy": (kind, key.tolist(), *rest), "python": random.getstate()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def set_rng_states(states: dict, device: torch.device) -> None:
+    torch.set_rng_state(states["torch"])
+    kind, key, *rest = states["numpy"]
+    np.random.set_state((kind, np.array(key, dtype=np.uint32), *rest))
+    random.setstate(states["python"])
+    if "cuda" in states and device.type == "cuda":
+        torch.cuda.set_rng_state(states["cuda"], device)
 
 
 @contextmanager
@@ -88,8 +108,25 @@ class GAN(L.LightningModule):
             self.generator_ema = AveragedModel(self.generator, multi_avg_fn=get_ema_multi_avg_fn(ema["decay"]), use_buffers=True)
             self.generator_ema.requires_grad_(False)
         self.last_loss: tuple[str, torch.Tensor] | None = None  # the loss behind the update being applied, for alarms
+        self.resumed_rng_states: dict | None = None  # from a checkpoint, until training starts
         noise = torch.randn(num_sample_images, self.latent_dim, generator=torch.Generator().manual_seed(SAMPLE_NOISE_SEED))
         self.register_buffer("sample_noise", noise)
+
+    # Exact resume: the noise (and instance noise) a resumed run draws continues the checkpointed
+    # run's stream, instead of the one train() re-seeds. Lightning restores the model before it
+    # builds the data loaders and optimizers; the states are set when training starts, so that
+    # nothing in between can draw from them. Under DDP only rank 0's states are saved: with a seed,
+    # every process has the same ones (seeded alike, drawing as many times).
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["rng_states"] = rng_states(self.device)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.resumed_rng_states = checkpoint.get("rng_states")
+
+    def on_train_start(self) -> None:
+        if self.resumed_rng_states is not None:
+            set_rng_states(self.resumed_rng_states, self.device)
+            self.resumed_rng_states = None
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.generator(z)

@@ -47,8 +47,10 @@ def test_train_loader_reshuffles_every_epoch_and_covers_the_data(mnist_root):
     dm = datamodule(mnist_root, batch_size=32)
     reference = dm.train_set[list(range(len(dm.train_set)))]
     loader = dm.train_dataloader()
-    torch.manual_seed(0)
-    epochs = [indices_of(loader, reference) for _ in range(3)]
+    epochs = []
+    for epoch in range(3):
+        loader.sampler.set_epoch(epoch)  # as the Trainer does at every epoch start
+        epochs.append(indices_of(loader, reference))
     for order in epochs:
         assert sorted(order) == list(range(256))  # 256 = 8 full batches: every image exactly once
     assert epochs[0] != epochs[1] and epochs[1] != epochs[2] and epochs[0] != epochs[2]

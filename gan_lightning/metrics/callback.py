@@ -53,7 +53,12 @@ class EvaluateGenerator(L.Callback):
             return
         if (trainer.current_epoch + 1) % self.every_n_epochs == 0 or self.is_last_epoch(trainer):
             start = time.perf_counter()
-            metrics = self.evaluate(trainer, pl_module)
+            # Leave the training noise stream as it was (building the classifier initialises its
+            # layers from the global RNG): a run evaluated after epoch k, being the last, and
+            # resumed from there draws the noise of a run that went on without evaluating.
+            cuda = [pl_module.device] if pl_module.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=cuda):
+                metrics = self.evaluate(trainer, pl_module)
             # The metrics are the same value on every process already (see the class docstring);
             # sync_dist averages those identical values (exactly) and keeps Lightning from warning.
             for name, value in metrics.items():

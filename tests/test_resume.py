@@ -1,0 +1,103 @@
+"""Exact resume on CPU: a run interrupted and resumed ends with the weights of the run that was not."""
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf, open_dict, read_write
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from gan_lightning.train import CONFIG_DIR, train
+from tests.conftest import FAST
+
+BATCHES = 256 // 32  # tiny MNIST, batch 32: 8 batches per epoch
+MID_EPOCH_STEP = BATCHES + 3  # epoch 1, after its third batch
+
+
+class SaveAt(L.Callback):
+    """Saves a checkpoint after step `step` and lets the run go on: what Ctrl-C/SIGTERM or
+    callbacks.model_checkpoint.every_n_train_steps leave in the middle of an epoch."""
+
+    def __init__(self, step: int, path: Path):
+        self.step, self.path = step, path
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            trainer.save_checkpoint(self.path)
+
+
+class StopAfterFirstEpoch(L.Callback):
+    """Ends a run configured for 2 epochs after the first, so its schedule spans the 2 epochs."""
+
+    def on_train_epoch_end(self, trainer, *args) -> None:
+        trainer.should_stop = True
+
+
+def run(tmp_path: Path, name: str, overrides: list[str], callbacks=()) -> dict:
+    """Train in this process with the config train.py would compose; returns the last checkpoint."""
+    out = tmp_path / name
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[*FAST, "trainer.max_epochs=2", *overrides], return_hydra_config=True)
+    with read_write(cfg.hydra):
+        cfg.hydra.runtime.output_dir = str(out)
+    HydraConfig.instance().set_config(cfg)
+    with read_write(cfg), open_dict(cfg):
+        del cfg["hydra"]
+    OmegaConf.resolve(cfg)
+    train(cfg, extra_callbacks=list(callbacks))
+    return torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+
+
+def assert_same_training_state(resumed: dict, uninterrupted: dict) -> None:
+    assert resumed["global_step"] == uninterrupted["global_step"] == 2 * BATCHES
+    weights, expected = resumed["state_dict"], uninterrupted["state_dict"]
+    assert weights.keys() == expected.keys()
+    differ = [name for name in expected if not torch.equal(weights[name], expected[name])]
+    assert not differ, f"after resuming these differ from the uninterrupted run: {differ}"
+    for opt, opt_expected in zip(resumed["optimizer_states"], uninterrupted["optimizer_states"]):
+        assert opt["param_groups"][0]["lr"] == opt_expected["param_groups"][0]["lr"]
+        for state, state_expected in zip(opt["state"].values(), opt_expected["state"].values()):
+            assert all(torch.equal(state[k], state_expected[k]) for k in state_expected)  # Adam's moments and steps
+    assert resumed["lr_schedulers"] == uninterrupted["lr_schedulers"]
+
+
+def logged_lr_g(run_dir: Path, from_step: int = 0) -> dict[int, float]:
+    (events,) = (run_dir / "tensorboard").glob("events.out.tfevents.*")
+    scalars = EventAccumulator(str(events), size_guidance={"scalars": 0}).Reload().Scalars("train/lr_g")
+    return {e.step: e.value for e in scalars if e.step >= from_step}
+
+
+def test_one_epoch_resumed_for_another_ends_as_two_epochs(mnist_root, tmp_path):
+    """The default config, evaluation included (it runs after epoch 0 in the 1-epoch run only)."""
+    data = [f"data.root={mnist_root}"]
+    uninterrupted = run(tmp_path, "two_epochs", data)
+    first = run(tmp_path, "one_epoch", [*data, "trainer.max_epochs=1"])
+    assert first["global_step"] == BATCHES
+    resumed = run(tmp_path, "resumed", [*data, f"ckpt_path={tmp_path / 'one_epoch' / 'checkpoints' / 'last.ckpt'}"])
+    assert_same_training_state(resumed, uninterrupted)
+
+
+def test_resume_at_an_epoch_end_and_within_an_epoch_with_ema_lr_schedule_and_instance_noise(mnist_root, tmp_path):
+    overrides = [f"data.root={mnist_root}", "eval=none", "ema=enabled", "ema.start_step=4", "optim.lr_schedule=cosine",
+                 "regularization.instance_noise.sigma=0.1"]
+    mid_epoch = tmp_path / "mid_epoch.ckpt"
+    uninterrupted = run(tmp_path, "two_epochs", overrides, callbacks=[SaveAt(MID_EPOCH_STEP, mid_epoch)])
+    assert 0 < uninterrupted["state_dict"]["generator_ema.n_averaged"] < 2 * BATCHES  # the EMA is on, from step 4
+
+    run(tmp_path, "one_epoch", overrides, callbacks=[StopAfterFirstEpoch()])
+    resumed = run(tmp_path, "resumed", [*overrides, f"ckpt_path={tmp_path / 'one_epoch' / 'checkpoints' / 'last.ckpt'}"])
+    assert_same_training_state(resumed, uninterrupted)
+    # the learning rate of every step after the resume is the uninterrupted run's
+    assert logged_lr_g(tmp_path / "resumed") == logged_lr_g(tmp_path / "two_epochs", from_step=BATCHES)
+
+    mid = torch.load(mid_epoch, weights_only=True)
+    assert mid["global_step"] == MID_EPOCH_STEP
+    assert 0 < mid["optimizer_states"][1]["param_groups"][0]["lr"] < 2e-4  # the schedule is on, halfway down
+    resumed_mid_epoch = run(tmp_path, "resumed_mid_epoch", [*overrides, f"ckpt_path={mid_epoch}"])
+    assert_same_training_state(resumed_mid_epoch, uninterrupted)
+    assert logged_lr_g(tmp_path / "resumed_mid_epoch") == logged_lr_g(tmp_path / "two_epochs", from_step=MID_EPOCH_STEP)
