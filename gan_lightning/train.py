@@ -25,7 +25,7 @@ from gan_lightning.alarms import NonFiniteError
 from gan_lightning.callbacks import InterruptCheckpoint, Interrupted
 from gan_lightning.checkpoint import AtomicCheckpointIO, CheckpointError, check_resume, newest_last_checkpoint, read_checkpoint
 from gan_lightning.config import ConfigError, pick, validate
-from gan_lightning.data import MNISTNotFoundError
+from gan_lightning.data import DataError, MNISTNotFoundError
 from gan_lightning.metrics.inception import InceptionUnavailable
 
 log = logging.getLogger(__name__)
@@ -171,7 +171,7 @@ def main(cfg: DictConfig) -> float | None:
     OmegaConf.resolve(cfg)
     try:
         return train(cfg)
-    except (ConfigError, CheckpointError, MNISTNotFoundError, InceptionUnavailable) as err:
+    except (ConfigError, CheckpointError, DataError, MNISTNotFoundError, InceptionUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except Interrupted as stop:

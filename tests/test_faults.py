@@ -121,3 +121,156 @@ def test_resume_refuses_what_the_checkpoint_cannot_take_in_one_line(first_run, t
     message = str(err.value)
     assert message.startswith(f"cannot resume {first_run} with other settings of what it stores: ") and refused in message
     assert "\n" not in message and not (tmp_path / "run").exists()
+
+
+def bad_mnist(root, damage) -> str:
+    from tests.conftest import make_tiny_mnist
+
+    raw = make_tiny_mnist(root) / "MNIST" / "raw"
+    images = raw / "train-images-idx3-ubyte"
+    images.write_bytes(damage(images.read_bytes()))
+    return str(images)
+
+
+@pytest.mark.parametrize("damage, problem", [(lambda b: b[:1000], "is truncated or corrupt (1000 bytes, its header says 200720)"),
+                                             (lambda b: b"garbage" * 100, "is not an MNIST IDX file (corrupt)")])
+def test_damaged_mnist_files_are_named_in_one_line(tmp_path, damage, problem):
+    from gan_lightning.data import MNISTNotFoundError, load_mnist_images
+
+    images = bad_mnist(tmp_path, damage)
+    with pytest.raises(MNISTNotFoundError) as err:
+        load_mnist_images(str(tmp_path), train=True)
+    assert str(err.value) == f"MNIST file {images} {problem}; delete it to download it again, or point data.root at a good copy"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.batch_size=1000", "data.batch_size=1000 is larger than the 256 training images: not one full batch to train on"),
+    ("eval.data_root=/nowhere", "eval.data_root: MNIST not found in /nowhere/MNIST/raw"),
+])
+def test_runs_that_could_not_train_or_evaluate_stop_before_the_first_step(train_in_process, tmp_path, override, message):
+    from gan_lightning.data import DataError, MNISTNotFoundError
+
+    with pytest.raises((DataError, MNISTNotFoundError)) as err:
+        train_in_process("logger=csv", override)
+    assert str(err.value) == message
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("seed=abc", "seed must be null or an integer, got 'abc'"),
+    ("optim.lr_g=inf", "optim.lr_g must be a finite number > 0, got inf"),
+    ("trainer.limit_train_batches=0", "trainer.limit_train_batches must be null, an integer >= 1 or a fraction in (0, 1], got 0"),
+    ("eval.num_samples=1", "eval.num_samples must be an integer >= 2 (FID needs two samples), got 1"),
+])
+def test_more_impossible_values_are_refused_in_one_line(override, expected):
+    from gan_lightning.config import ConfigError, validate
+    from tests.test_config import composed
+
+    with pytest.raises(ConfigError) as err:
+        validate(composed([override]))
+    assert str(err.value) == expected
+
+
+@pytest.mark.parametrize("main, arg, message", [
+    ("sample_main", "n=0", "error: n must be an integer >= 1, got 0"),
+    ("sample_main", "n=-1", "error: n must be an integer >= 1, got -1"),
+    ("eval_main", "num_samples=1", "error: num_samples must be an integer >= 2, got 1"),
+])
+def test_eval_and_sample_refuse_impossible_counts_in_one_line(main, arg, message, monkeypatch, capsys):
+    from gan_lightning.metrics import commands
+
+    monkeypatch.setattr(sys, "argv", ["cmd", "ckpt_path=x.ckpt", arg])
+    with pytest.raises(SystemExit) as exit_:
+        getattr(commands, main)()
+    assert exit_.value.code == 2 and capsys.readouterr().err == message + "\n"
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated zip", None])
+def test_unusable_checkpoints_are_one_check_for_train_eval_and_sample(tmp_path, content):
+    from gan_lightning.checkpoint import read_checkpoint
+
+    path = tmp_path / "x.ckpt"
+    if content is None:
+        torch.save({"state_dict": {}}, path)  # a checkpoint, but not of this project
+    else:
+        path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=rf"^{path} is not a usable gan-lightning checkpoint \(.+\)$"):
+        read_checkpoint(path)
+    with pytest.raises(CheckpointError, match=r"^checkpoint not found: "):
+        read_checkpoint(tmp_path / "missing.ckpt")
+
+
+def test_a_bad_ckpt_path_is_one_line_from_train_py(mnist_root, tmp_path):
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"not a checkpoint")
+    result = subprocess.run([sys.executable, str(PROJECT / "train.py"), f"data.root={mnist_root}", f"hydra.run.dir={tmp_path / 'run'}", f"ckpt_path={garbage}"],
+                            cwd=PROJECT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {garbage} is not a usable gan-lightning checkpoint (")
+
+
+def test_report_on_a_folder_it_cannot_write_is_one_line(tmp_path, monkeypatch, capsys):
+    from pathlib import Path
+
+    from gan_lightning import report
+
+    def read_only(self, *args, **kwargs):  # root writes through chmod, so fail the write itself
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+
+    monkeypatch.setattr(Path, "write_text", read_only)
+    with pytest.raises(SystemExit) as exit_:
+        report.main([str(tmp_path)])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == f"error: cannot write report.md and its plots into {tmp_path}: Permission denied ({tmp_path / 'report.md'})\n"
+
+
+def a_finished_run(folder):
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "config.yaml").write_text("seed: 1\n")
+    (folder / "checkpoints").mkdir()
+    return folder
+
+
+def test_a_folder_that_holds_a_run_is_refused_unless_resumed_into_or_requeued(tmp_path, monkeypatch):
+    from gan_lightning.runfolder import RunFolderCheck, RunFolderError, check_run_folder
+
+    for name in ("LOCAL_RANK", "RANK", "SLURM_PROCID", "SLURM_JOB_ID"):
+        monkeypatch.delenv(name, raising=False)
+    run = a_finished_run(tmp_path / "run")
+    with pytest.raises(RunFolderError, match=rf"^hydra.run.dir={run} already holds a run; choose a new folder, or resume into it with ckpt_path={run}/checkpoints/last.ckpt$"):
+        check_run_folder(run, None)
+    with pytest.raises(RunFolderError):
+        check_run_folder(run, str(tmp_path / "elsewhere" / "last.ckpt"))
+    check_run_folder(run, str(run / "checkpoints" / "last.ckpt"))  # a resume into it
+    check_run_folder(tmp_path / "new", None)
+    (run / "hpc_ckpt_1.ckpt").write_bytes(b"")
+    with pytest.raises(RunFolderError):
+        check_run_folder(run, None)  # not a SLURM job
+    monkeypatch.setenv("SLURM_JOB_ID", "123")
+    check_run_folder(run, None)  # requeued into its own folder
+    (run / "hpc_ckpt_1.ckpt").unlink()
+    monkeypatch.setenv("LOCAL_RANK", "1")  # a DDP process of the run that made the folder
+    RunFolderCheck().on_run_start({"hydra": {"run": {"dir": str(run)}}, "ckpt_path": None})
+
+
+def test_a_run_folder_that_cannot_be_written_is_one_line(mnist_root, tmp_path):
+    # root writes through chmod; a folder under a regular file fails for everyone
+    (tmp_path / "file").write_text("")
+    result = subprocess.run([sys.executable, str(PROJECT / "train.py"), f"data.root={mnist_root}", f"hydra.run.dir={tmp_path / 'file' / 'run'}"],
+                            cwd=PROJECT, capture_output=True, text=True, timeout=120, env={k: v for k, v in os.environ.items() if k != "LOCAL_RANK"})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: cannot write the run folder {tmp_path / 'file' / 'run'}: Not a directory; choose another hydra.run.dir"]
+
+
+def test_ckpt_path_last_is_the_newest_last_checkpoint(tmp_path):
+    from gan_lightning.checkpoint import newest_last_checkpoint
+
+    with pytest.raises(CheckpointError, match=rf"^ckpt_path=last: no last.ckpt under {tmp_path}; "):
+        newest_last_checkpoint(tmp_path)
+    for age, run in ((100, "runs/a"), (0, "multirun/b/0_x"), (50, "runs/c")):
+        path = tmp_path / run / "checkpoints" / "last.ckpt"
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"")
+        os.utime(path, (time.time() - age, time.time() - age))
+    assert newest_last_checkpoint(tmp_path) == tmp_path / "multirun/b/0_x/checkpoints/last.ckpt"
