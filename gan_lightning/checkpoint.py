@@ -51,8 +51,8 @@ def read_checkpoint(path) -> dict:
         # resuming, trust the file (your own runs).
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # a truncated or empty file, a pickle of something else...
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise CheckpointError(f"{path} is not a usable gan-lightning checkpoint ({type(err).__name__}: {reason})") from None
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0].split(". ")[0][:200]  # torch adds advice on weights_only
+        raise CheckpointError(f"{path} is not a usable gan-lightning checkpoint, truncated or damaged ({type(err).__name__}: {reason})") from None
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
     if not hparams or not {"model", "loss", "optim"} <= set(hparams) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path} is not a usable gan-lightning checkpoint (no GAN hyperparameters or weights in it)")
@@ -101,7 +101,8 @@ def check_resume(path, checkpoint: dict, new: dict) -> list[str]:
     on = lambda key, value: ON[key](value) if key in ON else value  # noqa: E731
     refused = [key for key in changed if key.startswith(FIXED) and key not in APPLIED and on(key, old.get(key)) != on(key, new.get(key))]
     if refused:
-        refused.sort(key=lambda key: not key.endswith(".name"))  # loss.name 'minimax' says more than a _target_
+        # loss.name 'minimax' says more than a _target_, model.hidden_dim more than the generator's copy of it
+        refused.sort(key=lambda key: (not key.endswith(".name"), key.count(".")))
         what = ", ".join(f"{key} {old.get(key)!r} -> {new.get(key)!r}" for key in refused[:3]) + (" ..." if len(refused) > 3 else "")
         raise CheckpointError(f"cannot resume {path} with other settings of what it stores: {what}; "
                               "resume with the checkpoint's values, or start a new run without ckpt_path")

@@ -132,7 +132,8 @@ def resume_from(cfg: DictConfig) -> str | None:
         path = newest_last_checkpoint(Path(HydraConfig.get().runtime.cwd) / "outputs")
         log.info("resume: ckpt_path=last is %s", path)
     checkpoint = read_checkpoint(path)
-    for line in check_resume(path, checkpoint, OmegaConf.to_container(cfg.module, resolve=True)):
+    settings = {key: value for key, value in OmegaConf.to_container(cfg.module, resolve=True).items() if key != "_target_"}
+    for line in check_resume(path, checkpoint, settings):
         log.info("%s", line)
     return str(path)
 

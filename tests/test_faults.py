@@ -194,7 +194,7 @@ def test_unusable_checkpoints_are_one_check_for_train_eval_and_sample(tmp_path, 
         torch.save({"state_dict": {}}, path)  # a checkpoint, but not of this project
     else:
         path.write_bytes(content)
-    with pytest.raises(CheckpointError, match=rf"^{path} is not a usable gan-lightning checkpoint \(.+\)$"):
+    with pytest.raises(CheckpointError, match=rf"^{path} is not a usable gan-lightning checkpoint(, truncated or damaged)? \(.+\)$"):
         read_checkpoint(path)
     with pytest.raises(CheckpointError, match=r"^checkpoint not found: "):
         read_checkpoint(tmp_path / "missing.ckpt")
@@ -207,7 +207,7 @@ def test_a_bad_ckpt_path_is_one_line_from_train_py(mnist_root, tmp_path):
                             cwd=PROJECT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()
-    assert line.startswith(f"error: {garbage} is not a usable gan-lightning checkpoint (")
+    assert line.startswith(f"error: {garbage} is not a usable gan-lightning checkpoint, truncated or damaged (")
 
 
 def test_report_on_a_folder_it_cannot_write_is_one_line(tmp_path, monkeypatch, capsys):
