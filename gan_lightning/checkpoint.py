@@ -80,9 +80,9 @@ def flat(tree, prefix: str = "") -> dict:
 # Settings whose state lives in the checkpoint in a form the new value cannot take: network shapes
 # and layers (weights), spectral norm and EMA (extra parameters), the optimizer class and betas
 # (Adam's moments were accumulated with them), the schedule (its restored state), the objective
-# (D was trained as another game's player).
-FIXED = ("model.", "loss.", "optim.optimizer.", "optim.betas", "optim.lr_schedule", "regularization.spectral_norm", "ema.decay")
-APPLIED = ("loss.gradient_penalty_weight",)  # a weight of the loss, not another loss: the module reads the new one
+# (D was trained as another game's player). The objective is its name: its functions' targets and
+# weights may change (a fixed implementation, another gradient-penalty weight) and are applied.
+FIXED = ("model.", "loss.name", "optim.optimizer.", "optim.betas", "optim.lr_schedule", "regularization.spectral_norm", "ema.decay")
 # what matters of these is whether they are on: another EMA decay is applied, a missing key is off
 ON = {"regularization.spectral_norm": bool, "ema.decay": lambda v: v is not None}
 
@@ -99,7 +99,7 @@ def check_resume(path, checkpoint: dict, new: dict) -> list[str]:
     old, new = flat({k: old.get(k) for k in new}), flat(new)
     changed = [key for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
     on = lambda key, value: ON[key](value) if key in ON else value  # noqa: E731
-    refused = [key for key in changed if key.startswith(FIXED) and key not in APPLIED and on(key, old.get(key)) != on(key, new.get(key))]
+    refused = [key for key in changed if key.startswith(FIXED) and on(key, old.get(key)) != on(key, new.get(key))]
     if refused:
         # loss.name 'minimax' says more than a _target_, model.hidden_dim more than the generator's copy of it
         refused.sort(key=lambda key: (not key.endswith(".name"), key.count(".")))
