@@ -1,9 +1,12 @@
-"""Callbacks that let a researcher see the game: sample grids from fixed noise."""
+"""Callbacks that let a researcher see the game (sample grids from fixed noise), and keep a stopped
+run resumable (a checkpoint on Ctrl-C, SIGTERM and SIGUSR1)."""
 
+import signal
 from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torchvision.utils import make_grid, save_image
 
 
@@ -27,15 +30,38 @@ class SampleGrid(L.Callback):
                 logger.experiment.add_image("samples", grid, global_step=trainer.global_step)
 
 
-class InterruptCheckpoint(L.Callback):
-    """On Ctrl-C, save a checkpoint to resume from (dirpath/filename.ckpt).
+class Interrupted(BaseException):
+    """A run stopped by a signal, with the checkpoint it saved (None if none). A BaseException, like
+    KeyboardInterrupt: it must end a Hydra sweep too, where failures of one job (Exceptions) do not."""
 
-    Unlike Lightning's OnExceptionCheckpoint this ignores other exceptions, whose state may be
-    broken (a NaN loss, say), and it does not make fit() look for a checkpoint to resume from."""
+    def __init__(self, signum: int, ckpt_path: Path | None, step: int):
+        super().__init__(signum, ckpt_path, step)
+        self.signum, self.ckpt_path, self.step = signum, ckpt_path, step
+
+
+class InterruptCheckpoint(L.Callback):
+    """On Ctrl-C, SIGTERM or SIGUSR1 (what cluster schedulers send before stopping or pre-empting a
+    job), save a checkpoint to resume from (dirpath/filename.ckpt).
+
+    Lightning turns SIGTERM into a SIGTERMException at the end of the current batch; SIGUSR1 is made
+    to do the same, unless Lightning claimed it (SLURM's auto-requeue saves its own hpc_ckpt and
+    requeues the job). Unlike Lightning's OnExceptionCheckpoint this ignores other exceptions, whose
+    state may be broken (a NaN loss, say), and it does not make fit() look for a checkpoint to resume from."""
 
     def __init__(self, dirpath: str, filename: str = "interrupted"):
         self.path = Path(dirpath) / f"{filename}.ckpt"
+        self.signum = signal.SIGTERM  # the signal behind a SIGTERMException
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning registers its signal handlers just before this hook and restores the previous
+        # ones when fit() ends, this one included.
+        if signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGUSR1, self._stop_as_on_sigterm)
+
+    def _stop_as_on_sigterm(self, signum, frame) -> None:
+        self.signum = signum
+        signal.getsignal(signal.SIGTERM)(signum, frame)  # Lightning's: stop after this batch, tell the DDP processes
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, KeyboardInterrupt):
+        if isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
             trainer.save_checkpoint(self.path)

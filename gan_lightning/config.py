@@ -1,5 +1,7 @@
 """Checks on the composed config, so impossible values fail before any training starts."""
 
+import math
+
 from omegaconf import DictConfig, OmegaConf
 
 
@@ -9,11 +11,16 @@ class ConfigError(ValueError):
 
 # key -> (test, allowed range as shown to the user)
 RULES = {
-    "optim.lr_g": (lambda v: v > 0, "> 0"),
-    "optim.lr_d": (lambda v: v > 0, "> 0"),
+    "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool), "null or an integer"),
+    "optim.lr_g": (lambda v: v > 0 and math.isfinite(v), "a finite number > 0"),  # inf would only be caught by the NaN alarm at step 1
+    "optim.lr_d": (lambda v: v > 0 and math.isfinite(v), "a finite number > 0"),
     "optim.d_steps": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
     "optim.betas": (lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1)"),
     "data.batch_size": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    # 0 (or a fraction of too few batches) would end the run at once, "successfully", having trained nothing
+    "trainer.limit_train_batches": (lambda v: (isinstance(v, int) and v >= 1) or (isinstance(v, float) and 0 < v <= 1), "null, an integer >= 1 or a fraction in (0, 1]"),
+    "eval.every_n_epochs": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    "eval.num_samples": (lambda v: isinstance(v, int) and v >= 2, "an integer >= 2 (FID needs two samples)"),
     "data.num_workers": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
     "model.latent_dim": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
     "model.hidden_dim": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),

@@ -11,6 +11,8 @@ Resuming gives the data order of an uninterrupted run: the order of an epoch dep
 from, and a run resumed in the middle of an epoch skips the batches it had already trained on.
 """
 
+import math
+import struct
 from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
@@ -23,6 +25,10 @@ from torchvision.datasets import MNIST
 
 class MNISTNotFoundError(RuntimeError):
     pass
+
+
+class DataError(ValueError):
+    """The data cannot give what the config asks for (e.g. not one full batch)."""
 
 
 def scale_to_tanh_range(images: torch.Tensor) -> torch.Tensor:
@@ -53,12 +59,31 @@ def find_or_download_mnist(root: str, download: bool) -> None:
         raise MNISTNotFoundError(f"{hint}; downloading it failed ({reason}).") from None
 
 
+def idx_problem(path: Path) -> str | None:
+    """What is wrong with an MNIST file in the IDX format (magic 0 0 8 ndim, ndim sizes, the bytes), or None."""
+    with open(path, "rb") as f:
+        header = f.read(4)
+        if len(header) < 4 or header[:3] != b"\x00\x00\x08" or not 1 <= header[3] <= 3:
+            return "is not an MNIST IDX file (corrupt)"
+        dims = f.read(4 * header[3])
+    if len(dims) < 4 * header[3]:
+        return "is truncated (its header is incomplete)"
+    expected = 4 + len(dims) + math.prod(struct.unpack(f">{header[3]}I", dims))
+    size = path.stat().st_size
+    return None if size == expected else f"is truncated or corrupt ({size} bytes, its header says {expected})"
+
+
 def load_mnist_images(root: str, train: bool = True) -> torch.Tensor:
     """The images of one split as a uint8 tensor (N, 1, 28, 28), read by torchvision."""
     try:
         return MNIST(root, train=train, download=False).data.unsqueeze(1)
-    except RuntimeError:
-        raise MNISTNotFoundError(f"MNIST not found in {mnist_raw_folder(root)}") from None
+    except (RuntimeError, AssertionError, ValueError):  # torchvision: missing files, or a bare assert / reshape error on bad ones
+        raw = mnist_raw_folder(root)
+        split = "train" if train else "t10k"
+        for name in (f"{split}-images-idx3-ubyte", f"{split}-labels-idx1-ubyte"):
+            if (raw / name).is_file() and (problem := idx_problem(raw / name)):
+                raise MNISTNotFoundError(f"MNIST file {raw / name} {problem}; delete it to download it again, or point data.root at a good copy") from None
+        raise MNISTNotFoundError(f"MNIST not found in {raw}") from None
 
 
 class InMemoryImages(Dataset):
@@ -146,6 +171,11 @@ class MNISTDataModule(L.LightningDataModule):
             self.train_set = InMemoryImages(load_mnist_images(self.root, train=True))
         if self.test_set is None:
             self.test_set = InMemoryImages(load_mnist_images(self.root, train=False))
+        processes = self.trainer.world_size if self.trainer is not None else 1
+        if len(self.train_set) // processes < self.batch_size:
+            # full batches only (train_dataloader): the run would end at once having trained nothing
+            raise DataError(f"data.batch_size={self.batch_size} is larger than the {len(self.train_set)} training images"
+                            + (f" split over {processes} processes" if processes > 1 else "") + ": not one full batch to train on")
 
     def _loader(self, dataset: Dataset, shuffle: bool, drop_last: bool) -> DataLoader:
         return DataLoader(

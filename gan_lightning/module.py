@@ -151,6 +151,26 @@ class GAN(L.LightningModule):
         make = schedules[optim["lr_schedule"]]
         return [opt_d, opt_g], [make(opt_d), make(opt_g)]
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Resuming with other learning rates (ckpt_path=... optim.lr_d=...): Lightning restores the
+        optimizers' param groups, rates included, after this hook; scale the saved rates (and a
+        schedule's) to this run's config, so that training, config.yaml, the hparams tab and the
+        next checkpoint all tell the same rate. A no-op when the rates did not change."""
+        old = checkpoint.get("hyper_parameters", {}).get("optim", {})
+        for index, key in enumerate(("lr_d", "lr_g")):  # configure_optimizers' order
+            if not old.get(key) or old[key] == self.hparams.optim[key]:
+                continue
+            factor = self.hparams.optim[key] / old[key]
+            for state in checkpoint.get("optimizer_states", [])[index : index + 1]:
+                for group in state["param_groups"]:
+                    group["lr"] *= factor
+                    if "initial_lr" in group:  # set by schedulers
+                        group["initial_lr"] *= factor
+            for state in checkpoint.get("lr_schedulers", [])[index : index + 1]:
+                for name in ("base_lrs", "_last_lr"):
+                    if name in state:
+                        state[name] = [lr * factor for lr in state[name]]
+
     def instance_noise(self, images: torch.Tensor, std: float) -> torch.Tensor:
         return images + std * torch.randn_like(images) if std > 0 else images
 

@@ -11,6 +11,7 @@ import csv
 import math
 import re
 import statistics
+import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -392,7 +393,11 @@ def main(argv: list[str] | None = None) -> None:
     for folder in (args.sweep_dir, *args.more_sweeps):
         if not folder.is_dir():
             parser.error(f"{folder} is not a folder")
-    report = write_report(args.sweep_dir, args.early_steps, tuple(args.more_sweeps))
+    try:
+        report = write_report(args.sweep_dir, args.early_steps, tuple(args.more_sweeps))
+    except OSError as err:  # a read-only or full sweep folder
+        print(f"error: cannot write report.md and its plots into {args.sweep_dir}: {err.strerror or err} ({err.filename})", file=sys.stderr)
+        sys.exit(2)
     print(f"wrote {report}")
 
 

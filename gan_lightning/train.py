@@ -4,6 +4,7 @@ import ctypes
 import importlib.util
 import logging
 import os
+import signal
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,14 +18,18 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, read_write
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from gan_lightning.alarms import NonFiniteError
+from gan_lightning.callbacks import InterruptCheckpoint, Interrupted
+from gan_lightning.checkpoint import AtomicCheckpointIO, CheckpointError, check_resume, newest_last_checkpoint, read_checkpoint
 from gan_lightning.config import ConfigError, pick, validate
-from gan_lightning.data import MNISTNotFoundError
+from gan_lightning.data import DataError, MNISTNotFoundError
 from gan_lightning.metrics.inception import InceptionUnavailable
-from gan_lightning.sweeps import run_sweep_job
+from gan_lightning.runfolder import slurm_batch_job
+from gan_lightning.sweeps import newest_checkpoint, run_sweep_job
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -69,7 +74,7 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
     if not cfg.trainer.get("enable_progress_bar", True):
         # trainer.enable_progress_bar=false wins over a configured bar (Lightning refuses the pair)
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, **kwargs)
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()], **kwargs)
 
 
 DDP_LAUNCH_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
@@ -86,7 +91,8 @@ def ddp_launch_scope(ckpt_path: str | None = None):
     at `python -m gan_lightning.train` with this job's overrides (and the checkpoint it resumes
     from), in this job's folder. The launcher also leaves its variables in os.environ (LOCAL_RANK
     makes the next job believe its processes are started externally) and a process group
-    behind: undo both when the job ends.
+    behind: undo both when the job ends. ckpt_path: the checkpoint this process resumes from, which
+    the others must use too (ckpt_path=last could name a newer file by the time they look).
     """
     import __main__
 
@@ -94,11 +100,13 @@ def ddp_launch_scope(ckpt_path: str | None = None):
     saved_argv, saved_spec = sys.argv, getattr(__main__, "__spec__", None)
     saved_env = {key: os.environ.get(key) for key in DDP_LAUNCH_VARIABLES}
     if hydra_cfg.mode == RunMode.MULTIRUN:
-        resume = [f"ckpt_path={ckpt_path}"] if ckpt_path and f"ckpt_path={ckpt_path}" not in hydra_cfg.overrides.task else []
-        sys.argv = [sys.argv[0], *hydra_cfg.overrides.task, *resume]
+        sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
         __main__.__spec__ = importlib.util.find_spec("gan_lightning.train")
         with read_write(hydra_cfg):
             hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
+    if ckpt_path:  # quoted: a sweep job's folder name holds ',' and '=', which Hydra would parse
+        quoted = str(ckpt_path).replace("\\", "\\\\").replace("'", "\\'")
+        sys.argv = [*(arg for arg in sys.argv if not arg.startswith("ckpt_path=")), f"ckpt_path='{quoted}'"]
     try:
         yield
     finally:
@@ -124,10 +132,32 @@ def log_hparams(loggers: list, params: dict, metric_names: list[str]) -> None:
                 writer.add_summary(summary)
 
 
+def resume_from(cfg: DictConfig) -> str | None:
+    """cfg.ckpt_path as a file (ckpt_path=last: the newest last.ckpt under outputs/), checked before
+    any training: a usable checkpoint whose stored state takes this config (checkpoint.check_resume)."""
+    path = cfg.ckpt_path
+    if path is None:
+        own = newest_checkpoint(HydraConfig.get().runtime.output_dir) if slurm_batch_job() else None
+        if own is None:
+            return None
+        path = own  # a requeued SLURM job in its own folder (conf/hydra/default.yaml names it by the job id)
+        log.info("SLURM job %s started again: resuming from %s", os.environ["SLURM_JOB_ID"], path)
+    if path == "last":
+        path = newest_last_checkpoint(Path(HydraConfig.get().runtime.cwd) / "outputs")
+        log.info("resume: ckpt_path=last is %s", path)
+    checkpoint = read_checkpoint(path)
+    settings = {key: value for key, value in OmegaConf.to_container(cfg.module, resolve=True).items() if key != "_target_"}
+    for line in check_resume(path, checkpoint, settings):
+        log.info("%s", line)
+    return str(path)
+
+
 def train(cfg: DictConfig, extra_callbacks: list = ()) -> float | None:
     """Train from a composed config; returns cfg.optimized_metric's final value (for sweepers).
-    extra_callbacks are added to the configured ones (benchmarks/throughput.py times steps so)."""
+    extra_callbacks are added to the configured ones (benchmarks/throughput.py times steps so).
+    A SIGTERM or SIGUSR1 ends it with Interrupted, after the checkpoint to resume from is saved."""
     validate(cfg)
+    ckpt_path = resume_from(cfg)
     datamodule = instantiate(cfg.data.datamodule)
     datamodule.prepare_data()  # fail on missing data before launching processes or building models
     if cfg.seed is not None:
@@ -139,14 +169,19 @@ def train(cfg: DictConfig, extra_callbacks: list = ()) -> float | None:
     trainer = build_trainer(cfg, callbacks, loggers)
     log_hparams(loggers, pick(cfg, cfg.hparams_to_log), list(cfg.hparams_metrics))
 
-    with ddp_launch_scope(cfg.ckpt_path):
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    with ddp_launch_scope(ckpt_path):
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        except SIGTERMException:  # a SystemExit with code 0: a scheduler would think the run finished
+            saver = next((c for c in callbacks if isinstance(c, InterruptCheckpoint)), None)
+            saved = saver.path if saver is not None and saver.path.is_file() else None
+            raise Interrupted(saver.signum if saver else signal.SIGTERM, saved, trainer.global_step) from None
 
     metric = trainer.callback_metrics.get(cfg.optimized_metric) if cfg.optimized_metric else None
     return None if metric is None else float(metric)
 
 
-EXPECTED_ERRORS = (ConfigError, MNISTNotFoundError, InceptionUnavailable)
+EXPECTED_ERRORS = (ConfigError, CheckpointError, DataError, MNISTNotFoundError, InceptionUnavailable)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
@@ -160,6 +195,13 @@ def main(cfg: DictConfig) -> float | None:
     except EXPECTED_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except Interrupted as stop:
+        # exit 128 + signal, as a process killed by it, so that schedulers and sweeps see a stop, not success
+        if rank_zero_only.rank == 0:
+            name = signal.Signals(stop.signum).name
+            resume = f"resume with ckpt_path={stop.ckpt_path}" if stop.ckpt_path else "no checkpoint was saved (callbacks.interrupt_checkpoint is off)"
+            print(f"error: stopped by {name} at step {stop.step}; {resume}", file=sys.stderr)
+        sys.exit(128 + stop.signum)
     except NonFiniteError as err:
         log.error("%s", err)
         print(f"error: {err}", file=sys.stderr)

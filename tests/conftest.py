@@ -63,3 +63,32 @@ def run_train(*overrides: str, timeout: float = 300, multirun: bool = False, env
 def check(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert result.returncode == 0, f"exit {result.returncode}\nSTDOUT:\n{result.stdout[-3000:]}\nSTDERR:\n{result.stderr[-5000:]}"
     return result
+
+
+@pytest.fixture
+def train_in_process(mnist_root, tmp_path):
+    """train(cfg) in this process, as train.py would call it: train_in_process(*overrides, run_dir=...)
+    composes the config with tiny MNIST and FAST, the run folder tmp_path/run unless run_dir is given,
+    extra_callbacks as in train().
+    Returns train()'s value; its exceptions (ConfigError, Interrupted, ...) propagate."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf, open_dict, read_write
+
+    from gan_lightning.train import CONFIG_DIR, train
+
+    def run(*overrides: str, run_dir: Path | None = None, extra_callbacks: list = ()):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            cfg = compose("train", overrides=[f"data.root={mnist_root}", *FAST, *overrides], return_hydra_config=True)
+        with read_write(cfg.hydra):
+            cfg.hydra.runtime.output_dir = str(run_dir or tmp_path / "run")
+            cfg.hydra.runtime.cwd = str(PROJECT)
+        HydraConfig.instance().set_config(cfg)
+        with read_write(cfg), open_dict(cfg):
+            del cfg["hydra"]  # as Hydra hands it to the task function
+        OmegaConf.resolve(cfg)
+        return train(cfg, extra_callbacks=extra_callbacks)
+
+    return run

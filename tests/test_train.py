@@ -141,8 +141,8 @@ def test_same_seed_same_losses_other_seed_other_losses(mnist_root, tmp_path):
 @pytest.mark.parametrize(
     "override,expected",
     [
-        ("optim.lr_g=0", "optim.lr_g must be > 0, got 0"),
-        ("optim.lr_d=-0.001", "optim.lr_d must be > 0, got -0.001"),
+        ("optim.lr_g=0", "optim.lr_g must be a finite number > 0, got 0"),
+        ("optim.lr_d=-0.001", "optim.lr_d must be a finite number > 0, got -0.001"),
         ("data.batch_size=0", "data.batch_size must be an integer >= 1, got 0"),
         ("optim.d_steps=0", "optim.d_steps must be an integer >= 1, got 0"),
     ],

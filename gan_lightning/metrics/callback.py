@@ -5,7 +5,7 @@ import time
 import lightning as L
 import torch
 
-from gan_lightning.data import load_mnist_images
+from gan_lightning.data import MNISTNotFoundError, load_mnist_images
 from gan_lightning.metrics.inception import inception_fid
 from gan_lightning.metrics.quality import SampleQuality, fixed_noise, generated_batches
 
@@ -34,11 +34,18 @@ class EvaluateGenerator(L.Callback):
         self.inception_weights = inception_weights
         self.inception_metric = None
         self.quality: SampleQuality | None = None  # built at the first evaluation, kept for the run
+        self.reference: torch.Tensor | None = None  # the MNIST test images, read in setup
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Both now, not at the first evaluation: missing weights or reference images stop the run
+        # before any training instead of after its last epoch.
         if self.enabled and self.inception and self.inception_metric is None:
-            # now, not at the first evaluation: missing weights stop the run before any training
             self.inception_metric = inception_fid(self.inception_weights)
+        if self.enabled and self.reference is None:
+            try:
+                self.reference = load_mnist_images(self.data_root, train=False)
+            except MNISTNotFoundError as err:
+                raise MNISTNotFoundError(f"eval.data_root: {err}") from None
 
     def _share(self, tensor: torch.Tensor, trainer: L.Trainer) -> torch.Tensor:
         return torch.tensor_split(tensor, trainer.world_size)[trainer.global_rank]
@@ -67,7 +74,7 @@ class EvaluateGenerator(L.Callback):
 
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         if self.quality is None:
-            reference = self._share(load_mnist_images(self.data_root, train=False), trainer)
+            reference = self._share(self.reference, trainer)
             self.quality = SampleQuality(reference, device=pl_module.device, batch_size=self.batch_size, inception=self.inception_metric)
         noise = self._share(fixed_noise(self.num_samples, pl_module.latent_dim, self.seed), trainer)
         return self.quality(generated_batches(pl_module, noise, self.batch_size))

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torchvision.utils import make_grid, save_image
 
+from gan_lightning.checkpoint import CheckpointError, read_checkpoint
 from gan_lightning.data import MNISTNotFoundError, load_mnist_images
 from gan_lightning.metrics.classifier import RECORD, ClassifierWeightsError
 from gan_lightning.metrics.inception import InceptionUnavailable, inception_fid
@@ -27,6 +28,8 @@ EVAL_ARGS = {"ckpt_path": None, "data.root": "data", "num_samples": 10000, "batc
              "inception": False, "inception_weights": None}
 SAMPLE_ARGS = {"ckpt_path": None, "n": 64, "nrow": 8, "seed": 0, "device": "auto", "out": None, "out_dir": None,
                "interpolate": False, "rows": 8, "steps": 10, "batch_size": 1000}
+# the smallest value of the integer arguments that have one (FID needs two samples)
+MINIMUM = {"num_samples": 2, "n": 1, "nrow": 1, "rows": 1, "steps": 1, "batch_size": 1}
 
 
 class UsageError(Exception):
@@ -49,6 +52,8 @@ def parse(argv: list[str], defaults: dict) -> dict:
                 args[key] = int(value)
             except ValueError:
                 raise UsageError(f"{key} must be an integer, got {value!r}") from None
+            if args[key] < MINIMUM.get(key, args[key]):
+                raise UsageError(f"{key} must be an integer >= {MINIMUM[key]}, got {value}")
         else:
             args[key] = None if value.lower() in ("null", "none", "") else value
     if not args["ckpt_path"]:
@@ -68,17 +73,14 @@ def load_gan(ckpt_path: str, device: torch.device):
     from gan_lightning.module import GAN
 
     path = Path(ckpt_path)
-    if not path.is_file():
-        raise UsageError(f"checkpoint not found: {path}")
+    checkpoint = read_checkpoint(path)  # the check train.py makes too
     try:
-        # Checkpoints written before train.py stored plain dicts hold omegaconf objects in their
-        # hyperparameters, which torch's weights-only unpickler refuses: like Lightning's own
-        # resuming, trust the file (your own runs).
-        gan = GAN.load_from_checkpoint(path, map_location=device, weights_only=False)
-    except Exception as err:  # a truncated file, another project's checkpoint, mismatched networks...
+        gan = GAN(**checkpoint["hyper_parameters"])
+        gan.load_state_dict(checkpoint["state_dict"])
+    except Exception as err:  # weights that do not fit the networks its hyperparameters describe
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise UsageError(f"{path} is not a usable gan-lightning checkpoint ({type(err).__name__}: {reason})") from None
-    return gan.eval()
+        raise CheckpointError(f"{path} is not a usable gan-lightning checkpoint ({type(err).__name__}: {reason})") from None
+    return gan.to(device).eval()
 
 
 def run_folder(ckpt_path: str) -> Path:
@@ -144,7 +146,7 @@ def sample(args: dict) -> Path:
 def run(command, defaults: dict) -> None:
     try:
         command(parse(sys.argv[1:], defaults))
-    except (UsageError, MNISTNotFoundError, ClassifierWeightsError, InceptionUnavailable) as err:
+    except (UsageError, CheckpointError, MNISTNotFoundError, ClassifierWeightsError, InceptionUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
 

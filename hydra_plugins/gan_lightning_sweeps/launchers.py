@@ -248,14 +248,6 @@ class SlurmLauncher(BaseSubmititLauncher):
                 sys.exit(2)
         return super().launch(job_overrides, initial_job_idx)
 
-    def __call__(self, sweep_overrides, job_dir_key, job_num, job_id, singleton_state):
-        # Every SLURM task of a DDP job runs this; only rank 0 writes the job's .hydra/ folder.
-        import submitit
-
-        if submitit.JobEnvironment().global_rank != 0:
-            sweep_overrides = [*sweep_overrides, "hydra.output_subdir=null"]
-        return super().__call__(sweep_overrides, job_dir_key, job_num, job_id, singleton_state)
-
     def sbatch_script(self, command: str = "<command>") -> str:
         """The sbatch script launch() submits for a job, built the way hydra-submitit-launcher
         builds its executor (for checking the settings without a cluster; needs `srun` on PATH)."""

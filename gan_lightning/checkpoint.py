@@ -1,0 +1,109 @@
+"""Checkpoints that are whole or absent, one check of a ckpt_path for train/eval/sample, and what a
+resume may change."""
+
+import logging
+import os
+from contextlib import suppress
+from pathlib import Path
+
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write a checkpoint to a temporary name in its folder, then rename it: a full disk or a killed
+    process leaves the previous checkpoint and no partial file that looks like a checkpoint.
+    (Lightning's own writer serialises to memory first, but then writes straight to the final name.)
+    Run folders are local, so this writes with open(), not fsspec."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())  # a disk that fills up late (delayed allocation) fails here, not after the rename
+            os.replace(tmp, path)
+        except OSError as err:
+            with suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise CheckpointError(f"could not write checkpoint {path}: {err.strerror or err}; the run stopped and left no partial file "
+                                  "(free space or choose a writable hydra.run.dir, then resume from the last checkpoint)") from None
+
+
+def read_checkpoint(path) -> dict:
+    """The checkpoint at path, or CheckpointError in one line if it is missing or not one of ours
+    (empty, truncated, another project's). train.py, eval.py and sample.py all check with this."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        # Checkpoints written before train.py stored plain dicts hold omegaconf objects in their
+        # hyperparameters, which torch's weights-only unpickler refuses: like Lightning's own
+        # resuming, trust the file (your own runs).
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # a truncated or empty file, a pickle of something else...
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0].split(". ")[0][:200]  # torch adds advice on weights_only
+        raise CheckpointError(f"{path} is not a usable gan-lightning checkpoint, truncated or damaged ({type(err).__name__}: {reason})") from None
+    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
+    if not hparams or not {"model", "loss", "optim"} <= set(hparams) or "state_dict" not in checkpoint:
+        raise CheckpointError(f"{path} is not a usable gan-lightning checkpoint (no GAN hyperparameters or weights in it)")
+    return checkpoint
+
+
+def newest_last_checkpoint(outputs: Path) -> Path:
+    """ckpt_path=last: the most recently written last.ckpt of any run under outputs/."""
+    found = [p for p in Path(outputs).rglob("last.ckpt") if p.is_file()]
+    if not found:
+        raise CheckpointError(f"ckpt_path=last: no last.ckpt under {outputs}; give the file, ckpt_path=<run>/checkpoints/last.ckpt")
+    return max(found, key=lambda p: p.stat().st_mtime)
+
+
+def flat(tree, prefix: str = "") -> dict:
+    """{"optim": {"lr_d": 1}} -> {"optim.lr_d": 1}; lists stay values."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    items = {}
+    for key, value in tree.items():
+        items.update(flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return items
+
+
+# Settings whose state lives in the checkpoint in a form the new value cannot take: network shapes
+# and layers (weights), spectral norm and EMA (extra parameters), the optimizer class and betas
+# (Adam's moments were accumulated with them), the schedule (its restored state), the objective
+# (D was trained as another game's player). The objective is its name: its functions' targets and
+# weights may change (a fixed implementation, another gradient-penalty weight) and are applied.
+FIXED = ("model.", "loss.name", "optim.optimizer.", "optim.betas", "optim.lr_schedule", "regularization.spectral_norm", "ema.decay")
+# what matters of these is whether they are on: another EMA decay is applied, a missing key is off
+ON = {"regularization.spectral_norm": bool, "ema.decay": lambda v: v is not None}
+
+
+def check_resume(path, checkpoint: dict, new: dict) -> list[str]:
+    """Compare the checkpoint's hyperparameters with the new run's (cfg.module). Raise CheckpointError
+    for a change the restored state cannot take; return a line for each change that is applied
+    (learning rates through GAN.on_load_checkpoint, the rest by building the module from the new config)."""
+    old = checkpoint["hyper_parameters"]
+    if not isinstance(old, dict):  # omegaconf objects of older checkpoints
+        from omegaconf import OmegaConf
+
+        old = OmegaConf.to_container(old, resolve=True)
+    old, new = flat({k: old.get(k) for k in new}), flat(new)
+    changed = [key for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+    on = lambda key, value: ON[key](value) if key in ON else value  # noqa: E731
+    refused = [key for key in changed if key.startswith(FIXED) and on(key, old.get(key)) != on(key, new.get(key))]
+    if refused:
+        # loss.name 'minimax' says more than a _target_, model.hidden_dim more than the generator's copy of it
+        refused.sort(key=lambda key: (not key.endswith(".name"), key.count(".")))
+        what = ", ".join(f"{key} {old.get(key)!r} -> {new.get(key)!r}" for key in refused[:3]) + (" ..." if len(refused) > 3 else "")
+        raise CheckpointError(f"cannot resume {path} with other settings of what it stores: {what}; "
+                              "resume with the checkpoint's values, or start a new run without ckpt_path")
+    return [f"resume: {key} changed {old.get(key)!r} -> {new.get(key)!r}" for key in changed]
