@@ -120,9 +120,6 @@ class GAN(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["rng_states"] = rng_states(self.device)
 
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.resumed_rng_states = checkpoint.get("rng_states")
-
     def on_train_start(self) -> None:
         if self.resumed_rng_states is not None:
             set_rng_states(self.resumed_rng_states, self.device)
@@ -155,7 +152,9 @@ class GAN(L.LightningModule):
         """Resuming with other learning rates (ckpt_path=... optim.lr_d=...): Lightning restores the
         optimizers' param groups, rates included, after this hook; scale the saved rates (and a
         schedule's) to this run's config, so that training, config.yaml, the hparams tab and the
-        next checkpoint all tell the same rate. A no-op when the rates did not change."""
+        next checkpoint all tell the same rate. A no-op when the rates did not change.
+        The random generators' states are kept for on_train_start (exact resume)."""
+        self.resumed_rng_states = checkpoint.get("rng_states")
         old = checkpoint.get("hyper_parameters", {}).get("optim", {})
         for index, key in enumerate(("lr_d", "lr_g")):  # configure_optimizers' order
             if not old.get(key) or old[key] == self.hparams.optim[key]:

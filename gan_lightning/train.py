@@ -187,10 +187,11 @@ EXPECTED_ERRORS = (ConfigError, CheckpointError, DataError, MNISTNotFoundError, 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     OmegaConf.resolve(cfg)
-    if HydraConfig.get().mode == RunMode.MULTIRUN:
-        # skip a finished job, resume an interrupted one, and never let one job end the sweep
-        return run_sweep_job(cfg, train, EXPECTED_ERRORS)
+    hydra_cfg = HydraConfig.get()
     try:
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            # skip a finished job, resume an interrupted one, and never let one job end the sweep
+            return run_sweep_job(cfg, train, EXPECTED_ERRORS)
         return train(cfg)
     except EXPECTED_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
@@ -200,6 +201,8 @@ def main(cfg: DictConfig) -> float | None:
         if rank_zero_only.rank == 0:
             name = signal.Signals(stop.signum).name
             resume = f"resume with ckpt_path={stop.ckpt_path}" if stop.ckpt_path else "no checkpoint was saved (callbacks.interrupt_checkpoint is off)"
+            if hydra_cfg.mode == RunMode.MULTIRUN:
+                resume = f"the sweep continues with this job when the same command is run with hydra.sweep.dir={hydra_cfg.sweep.dir}"
             print(f"error: stopped by {name} at step {stop.step}; {resume}", file=sys.stderr)
         sys.exit(128 + stop.signum)
     except NonFiniteError as err:

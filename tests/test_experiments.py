@@ -36,7 +36,7 @@ def test_report_of_a_sweep_pools_seeds_and_lists_the_crashed_job(mnist_root, tmp
     assert len(rows) == 1, text  # one configuration, two seeds pooled
     assert "| 2 (1, 2) |" in rows[0]
     crashed = [line for line in text.splitlines() if "seed=-1" in line]
-    assert crashed and "left out" in crashed[0] and "crashed" in crashed[0], text
+    assert crashed and "left out" in crashed[0] and "failed: ValueError" in crashed[0], text  # with its error line
     for name in ("early_steps.png", "training_curves.png", "samples.png"):
         assert f"]({name})" in text
         width, height = png_size(sweep / name)

@@ -235,7 +235,7 @@ def a_finished_run(folder):
 def test_a_folder_that_holds_a_run_is_refused_unless_resumed_into_or_requeued(tmp_path, monkeypatch):
     from gan_lightning.runfolder import RunFolderCheck, RunFolderError, check_run_folder
 
-    for name in ("LOCAL_RANK", "RANK", "SLURM_PROCID", "SLURM_JOB_ID"):
+    for name in ("LOCAL_RANK", "RANK", "SLURM_PROCID", "SLURM_JOB_ID", "SLURM_JOB_NAME", "SLURM_STEP_ID"):
         monkeypatch.delenv(name, raising=False)
     run = a_finished_run(tmp_path / "run")
     with pytest.raises(RunFolderError, match=rf"^hydra.run.dir={run} already holds a run; choose a new folder, or resume into it with ckpt_path={run}/checkpoints/last.ckpt$"):
@@ -244,12 +244,14 @@ def test_a_folder_that_holds_a_run_is_refused_unless_resumed_into_or_requeued(tm
         check_run_folder(run, str(tmp_path / "elsewhere" / "last.ckpt"))
     check_run_folder(run, str(run / "checkpoints" / "last.ckpt"))  # a resume into it
     check_run_folder(tmp_path / "new", None)
-    (run / "hpc_ckpt_1.ckpt").write_bytes(b"")
+    slurm_run = a_finished_run(tmp_path / "slurm-123_0")  # a SLURM batch job's folder (conf/hydra/default.yaml)
+    (slurm_run / "hpc_ckpt_1.ckpt").write_bytes(b"")
     with pytest.raises(RunFolderError):
-        check_run_folder(run, None)  # not a SLURM job
+        check_run_folder(slurm_run, None)  # not a SLURM job
     monkeypatch.setenv("SLURM_JOB_ID", "123")
-    check_run_folder(run, None)  # requeued into its own folder
-    (run / "hpc_ckpt_1.ckpt").unlink()
+    check_run_folder(slurm_run, None)  # the same job requeued into its own folder
+    with pytest.raises(RunFolderError):
+        check_run_folder(run, None)  # but not into another run's
     monkeypatch.setenv("LOCAL_RANK", "1")  # a DDP process of the run that made the folder
     RunFolderCheck().on_run_start({"hydra": {"run": {"dir": str(run)}}, "ckpt_path": None})
 

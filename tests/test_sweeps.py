@@ -63,7 +63,7 @@ def test_a_bad_value_in_any_job_refuses_the_sweep_before_the_first_job(mnist_roo
     sweep = tmp_path / "sweep"
     result = run_train(f"data.root={mnist_root}", *FAST, "optim.lr_g=2e-4,-1,2e-4", f"hydra.sweep.dir={sweep}", multirun=True)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == ["error: sweep job #1 (optim.lr_g=-1): optim.lr_g must be > 0, got -1; no job was started"]
+    assert result.stderr.strip().splitlines() == ["error: sweep job #1 (optim.lr_g=-1): optim.lr_g must be a finite number > 0, got -1; no job was started"]
     assert not list(sweep.rglob("job_status.json"))
 
 
@@ -208,3 +208,39 @@ def test_an_optuna_search_continues_its_study_after_a_crash(mnist_root, tmp_path
     assert "2 trials finished before, 2 to go (1 cut off, run again)" in result.stdout + result.stderr
     for png in ("optuna_history.png", "optuna_slice.png"):
         assert (sweep / png).stat().st_size > 1000
+
+
+def test_a_requeued_slurm_job_continues_in_its_own_folder(mnist_root, tmp_path):
+    """Two starts of the same SLURM batch job (the first killed after an epoch, as a pre-emption
+    does): one run folder, named by the job id, and the second start continues from its checkpoint."""
+    slurm = {"SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "train", "SLURM_STEP_ID": "0"}
+    cmd = [sys.executable, str(PROJECT / "train.py"), f"data.root={mnist_root}", *FAST, "eval=none", "trainer.max_epochs=3"]
+    env = {**os.environ, **slurm, "PYTHONWARNINGS": "ignore"}
+    run = tmp_path / "outputs" / "runs" / "slurm-4242_0"
+    log = tmp_path / "first.out"
+    with open(log, "w") as out:
+        first = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.time() + 120
+            while not (run / "checkpoints" / "last.ckpt").exists():
+                assert first.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+                time.sleep(0.1)
+        finally:
+            first.kill()
+            first.wait()
+
+    second = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    check(second)
+    assert "SLURM job 4242 started again: resuming from" in second.stdout + second.stderr
+    assert [p.name for p in (tmp_path / "outputs" / "runs").iterdir()] == ["slurm-4242_0"]
+    assert torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"] == 3 * BATCHES
+
+
+@pytest.mark.parametrize("procid", ["0", "1"])
+def test_every_task_of_a_slurm_run_names_the_same_folder_and_rank_zero_alone_writes_the_config(monkeypatch, procid):
+    for key, value in {"SLURM_JOB_ID": "77", "SLURM_JOB_NAME": "train", "SLURM_PROCID": procid}.items():
+        monkeypatch.setenv(key, value)
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", return_hydra_config=True)
+    assert cfg.hydra.run.dir == "outputs/runs/slurm-77"
+    assert cfg.hydra.output_subdir == (".hydra" if procid == "0" else None)

@@ -212,14 +212,16 @@ class ParallelLauncher(BaseSubmititLauncher):
                     results[job.idx] = self.collect(submitted, job)
                 if not finished:
                     time.sleep(self.poll_s)
-        except BaseException:
+        except KeyboardInterrupt:
             # Ctrl-C or SIGTERM of the sweep: each running job saves its checkpoint (SIGTERM reaches
             # it through submitit's controller) so that a re-run of the sweep continues it.
             for submitted in running:
                 submitted._process.send_signal(signal.SIGTERM)
             for submitted in running:
                 submitted._process.wait()
-            raise
+            print(f"error: sweep stopped; {len(running)} running job(s) saved a checkpoint; the same command with "
+                  f"hydra.sweep.dir={self.config.hydra.sweep.dir} continues it", file=sys.stderr)
+            sys.exit(130)
         finally:
             signal.signal(signal.SIGTERM, previous)
         return [results[job.idx] for job in jobs]
