@@ -356,8 +356,11 @@ def write_report(sweep_dir: Path, early_steps: int = 500, more_sweeps: tuple[Pat
         "",
     ]
     results = sweep_dir / "optimization_results.yaml"
-    if results.exists():  # an Optuna search: its best trial
+    if results.exists():  # an Optuna search: its best trial, and the study's history drawn by the sweeper
         lines += ["Optuna's result (`optimization_results.yaml`):", "", "```yaml", results.read_text().strip(), "```", ""]
+        for name, title in (("optuna_history.png", "Optuna: value against trial"), ("optuna_slice.png", "Optuna: value against each parameter")):
+            if (sweep_dir / name).exists():
+                lines += [f"## {title}", "", f"![{title}]({name})", ""]
     if not any(r.scalars.get(FID) for rs in groups.values() for r in rs):
         lines += ["No eval metrics (eval/fid_mnist ...) in these runs: FID and coverage are n/a.", ""]
 

@@ -206,8 +206,9 @@ def test_an_optuna_search_continues_its_study_after_a_crash(mnist_root, tmp_path
     assert study.trials[3].user_attrs["job"] == 2
     assert sorted(jobs(sweep)) == [0, 1, 2, 3]
     assert "2 trials finished before, 2 to go (1 cut off, run again)" in result.stdout + result.stderr
+    report = write_report(sweep, early_steps=5).read_text()
     for png in ("optuna_history.png", "optuna_slice.png"):
-        assert (sweep / png).stat().st_size > 1000
+        assert (sweep / png).stat().st_size > 1000 and f"]({png})" in report
 
 
 def test_a_requeued_slurm_job_continues_in_its_own_folder(mnist_root, tmp_path):

@@ -141,7 +141,7 @@ def environment(**values: str):
 
 
 def raise_keyboard_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
+    raise KeyboardInterrupt(signum)
 
 
 class ParallelLauncher(BaseSubmititLauncher):
@@ -212,7 +212,7 @@ class ParallelLauncher(BaseSubmititLauncher):
                     results[job.idx] = self.collect(submitted, job)
                 if not finished:
                     time.sleep(self.poll_s)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:
             # Ctrl-C or SIGTERM of the sweep: each running job saves its checkpoint (SIGTERM reaches
             # it through submitit's controller) so that a re-run of the sweep continues it.
             for submitted in running:
@@ -221,7 +221,7 @@ class ParallelLauncher(BaseSubmititLauncher):
                 submitted._process.wait()
             print(f"error: sweep stopped; {len(running)} running job(s) saved a checkpoint; the same command with "
                   f"hydra.sweep.dir={self.config.hydra.sweep.dir} continues it", file=sys.stderr)
-            sys.exit(130)
+            sys.exit(128 + (stop.args[0] if stop.args else signal.SIGINT))  # 143 after SIGTERM, 130 after Ctrl-C
         finally:
             signal.signal(signal.SIGTERM, previous)
         return [results[job.idx] for job in jobs]
