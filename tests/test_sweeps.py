@@ -204,6 +204,7 @@ def test_an_optuna_search_continues_its_study_after_a_crash(mnist_root, tmp_path
     assert states == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE", "COMPLETE"], states
     assert study.trials[3].params["optim.lr_g"] == cut.params["optim.lr_g"]
     assert study.trials[3].user_attrs["job"] == 2
+    assert study.trials[4].params not in [t.params for t in study.trials[:2]]  # the seeded sampler moved on
     assert sorted(jobs(sweep)) == [0, 1, 2, 3]
     assert "2 trials finished before, 2 to go (1 cut off, run again)" in result.stdout + result.stderr
     report = write_report(sweep, early_steps=5).read_text()

@@ -77,7 +77,7 @@ class OptunaSweeper(Sweeper):
     def __init__(self, sampler: Any = None, direction: str = "minimize", storage: str | None = None,
                  study_name: str | None = None, n_trials: int = 20, n_jobs: int | None = None,
                  params: dict | None = None, plots: bool = True) -> None:
-        self.sampler_cfg, self.direction, self.storage = sampler, direction, storage
+        self.sampler_cfg, self.direction, self.storage = sampler, direction, storage  # sampler: its config (_recursive_: false)
         self.study_name, self.n_trials, self.n_jobs = study_name, n_trials, n_jobs
         self.params = dict(params or {})
         self.plots = plots
@@ -109,11 +109,14 @@ class OptunaSweeper(Sweeper):
         if storage is None:
             self.sweep_dir.mkdir(parents=True, exist_ok=True)
             storage = f"sqlite:///{(self.sweep_dir / 'optuna.db').resolve()}"
-        sampler = self.sampler_cfg  # Hydra instantiated it with the sweeper; a config when built by hand
-        if sampler is not None and not isinstance(sampler, optuna.samplers.BaseSampler):
-            sampler = instantiate(sampler)
-        return optuna.create_study(study_name=self.study_name, storage=storage, sampler=sampler,
-                                   direction=self.direction, load_if_exists=True)
+        study = optuna.create_study(study_name=self.study_name, storage=storage, direction=self.direction, load_if_exists=True)
+        if self.sampler_cfg is not None:
+            sampler_cfg = OmegaConf.create(OmegaConf.to_container(self.sampler_cfg, resolve=True))
+            if sampler_cfg.get("seed") is not None:
+                # A continued study must not draw its first trials again: the seed moves on with the trials
+                sampler_cfg.seed = int(sampler_cfg.seed) + len(study.trials)
+            study.sampler = instantiate(sampler_cfg)
+        return study
 
     def sweep(self, arguments: list[str]) -> None:
         searched, fixed = self.search_space(arguments)
