@@ -3,6 +3,8 @@ PyTorch loop and the usual Lightning GAN example, in one process, on the same th
 
     python benchmarks/throughput.py                      # the full table (several minutes)
     python benchmarks/throughput.py --tiny --data-root D # seconds: a smoke run (tests use it)
+    python benchmarks/throughput.py --device cuda --precision bf16-mixed --contenders plain project common
+                                                         # on a GPU, in mixed precision (16-mixed: fp16 + loss scaling)
 
 Contenders, all with the reference MLPs of gan_lightning.networks and the losses of gan_lightning.losses:
   plain    a competent hand-written loop: MNIST as one float tensor in memory, a batch is one
@@ -113,29 +115,41 @@ def quiet():
 # (1) the plain PyTorch loop
 
 
-def plain_loop(images: torch.Tensor, batch_size: int, loss: str, steps: int, warmup: int) -> float:
+AUTOCAST_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+
+
+def plain_loop(images: torch.Tensor, batch_size: int, loss: str, steps: int, warmup: int, device: str = "cpu", precision: str = "32-true") -> float:
     torch.manual_seed(0)
-    G, D = MLPGenerator(), MLPDiscriminator()
+    G, D = MLPGenerator().to(device), MLPDiscriminator().to(device)
     opt_g = torch.optim.Adam(G.parameters(), lr=LR, betas=BETAS)
     opt_d = torch.optim.Adam(D.parameters(), lr=LR, betas=BETAS)
     generator_loss, discriminator_loss = GENERATOR_LOSSES[loss], losses.gan_discriminator_loss
-    data = scale_to_tanh_range(images)  # converted once, kept in memory as float
+    data = scale_to_tanh_range(images).to(device)  # converted once, kept in (device) memory as float
+    # mixed precision as torch's AMP recipe: autocast around the forward passes, loss scaling for fp16
+    autocast = torch.autocast(device, dtype=AUTOCAST_DTYPES.get(precision, torch.float32), enabled=precision in AUTOCAST_DTYPES)
+    scaler = torch.amp.GradScaler(device, enabled=precision == "16-mixed")
     times, batches_per_epoch = [], len(data) // batch_size
     while len(times) < warmup + steps:
-        order = torch.randperm(len(data))
+        order = torch.randperm(len(data), device=device)
         for i in range(batches_per_epoch):
             real = data[order[i * batch_size : (i + 1) * batch_size]]
-            fake = G(torch.randn(batch_size, G.latent_dim))
-            loss_d = discriminator_loss(D(real), D(fake.detach()))
+            with autocast:
+                fake = G(torch.randn(batch_size, G.latent_dim, device=device))
+                loss_d = discriminator_loss(D(real).float(), D(fake.detach()).float())
             opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-            loss_g = generator_loss(D(fake))  # the same fake batch, through the updated D
+            scaler.scale(loss_d).backward()
+            scaler.step(opt_d)
+            scaler.update()
+            with autocast:
+                loss_g = generator_loss(D(fake).float())  # the same fake batch, through the updated D
             opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
+            scaler.scale(loss_g).backward()
+            scaler.step(opt_g)
+            scaler.update()
             if (len(times) + 1) % LOG_EVERY == 0:
                 last_losses = (loss_d.item(), loss_g.item())  # what a script would print  # noqa: F841
+            if device == "cuda" and len(times) + 1 == warmup + steps:
+                torch.cuda.synchronize()  # the last step's kernels have run before its time is taken
             times.append(time.perf_counter())
             if len(times) == warmup + steps:
                 break
@@ -222,12 +236,12 @@ class CommonExampleGAN(L.LightningModule):
         self.log_dict({"loss_d": loss_d, "loss_g": loss_g}, prog_bar=True)
 
 
-def common_run(data_root: str, batch_size: int, loss: str, steps: int, warmup: int, workdir: Path) -> float:
+def common_run(data_root: str, batch_size: int, loss: str, steps: int, warmup: int, workdir: Path, device: str = "cpu", precision: str = "32-true") -> float:
     L.seed_everything(42, verbose=False)
     stamps = CollateStamps(default_collate)
     loader = DataLoader(torchvision_mnist(data_root), batch_size=batch_size, shuffle=True, collate_fn=stamps)
     trainer = L.Trainer(
-        accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=warmup + steps,
+        accelerator="gpu" if device == "cuda" else "cpu", precision=precision, devices=1, max_epochs=1, limit_train_batches=warmup + steps,
         default_root_dir=str(workdir / f"common_{uuid.uuid4().hex[:8]}"),
     )
     with quiet():
@@ -313,6 +327,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ddp-repeats", type=int, default=3)
     p.add_argument("--ddp-timeout", type=float, default=600)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where plain, project and common train (data and DDP: see README)")
+    p.add_argument("--precision", choices=["32-true", "bf16-mixed", "16-mixed"], default="32-true", help="trainer.precision of plain, project and common")
     p.add_argument("--tiny", action="store_true", help="a few steps of one small batch size, one repeat (for tests)")
     p.add_argument("--json", default=None, help="also write every measurement to this file")
     args = p.parse_args(argv)
@@ -333,6 +349,14 @@ def paired_ratio(a: list[float], b: list[float]) -> float:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda: torch sees no CUDA GPU here", file=sys.stderr)
+        sys.exit(2)
+    if args.device == "cuda" and args.ddp and torch.cuda.device_count() < 2:
+        args.ddp = False  # DDP on GPUs needs two of them
+        print("# --device cuda with one GPU: the DDP comparison is left out")
+    # the project on the chosen device and precision (after project_run's trainer.accelerator=cpu)
+    args.project_override = [f"trainer.accelerator={'gpu' if args.device == 'cuda' else 'cpu'}", f"trainer.precision={args.precision}", *args.project_override]
     args.data_root = str(Path(args.data_root).resolve())
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -343,7 +367,8 @@ def main(argv=None) -> None:
     logging.getLogger("gan_lightning").setLevel(logging.ERROR)
 
     print(f"# torch {torch.__version__}, lightning {L.__version__}, torch threads {torch.get_num_threads()}, "
-          f"nproc {os.cpu_count()}, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+          f"nproc {os.cpu_count()}, device {args.device}" + (f" ({torch.cuda.get_device_name()})" if args.device == "cuda" else "")
+          + f", precision {args.precision}, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"# {args.repeats} repeats x {args.steps} timed steps after {args.warmup} warm-up steps; data: {args.data_root}")
     if args.project_override:
         print(f"# project overrides: {' '.join(args.project_override)}")
@@ -365,11 +390,11 @@ def main(argv=None) -> None:
                     if name not in args.contenders:
                         continue
                     if name == "plain":
-                        rate = plain_loop(images, batch_size, loss, args.steps, args.warmup)
+                        rate = plain_loop(images, batch_size, loss, args.steps, args.warmup, args.device, args.precision)
                     elif name == "project":
                         rate = project_run(args.data_root, batch_size, loss, args.steps, args.warmup, workdir, args.project_override)
                     else:
-                        rate = common_run(args.data_root, batch_size, loss, args.steps, args.warmup, workdir)
+                        rate = common_run(args.data_root, batch_size, loss, args.steps, args.warmup, workdir, args.device, args.precision)
                     results.setdefault((name, batch_size, loss), []).append(rate)
                 for name, overrides in variants.items():
                     rate = project_run(args.data_root, batch_size, loss, args.steps, args.warmup, workdir, args.project_override + overrides)

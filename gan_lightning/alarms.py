@@ -32,33 +32,72 @@ class NonFiniteAlarm(L.Callback):
 
     Nothing is saved on the way out (ModelCheckpoint does not save on exceptions, and
     InterruptCheckpoint saves only on Ctrl-C), so the last checkpoint stays a good one.
-    Costs one fused pass over the gradients and one device sync per optimizer step."""
+
+    In fp16 mixed precision (trainer.precision=16-mixed) the gradient scaler steps after this
+    hook: it skips a step whose gradients overflowed and halves the loss scale, a normal event,
+    several times in a run. Then only a non-finite loss, or non-finite gradients at a loss scale
+    of at most min_scale (they overflow without being amplified: the scaler cannot cure that),
+    stop the run. Lightning unscales the gradients before this hook unless the optimizer unscales
+    inside its step (fused Adam, the default): the check is the same on scaled gradients (a finite
+    scale keeps finite values finite), and the scaler's own finding is reused when it has one.
+
+    Costs one host sync per optimizer step (the decision to stop must come before the update; a
+    check deferred to logging steps would let bad updates through) and one fused pass over the
+    gradients (none when the scaler already made it).
+    """
+
+    def __init__(self, min_scale: float = 1.0):
+        self.min_scale = min_scale
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         name, loss = getattr(pl_module, "last_loss", None) or ("loss", None)
         loss_value = loss.detach().float().reshape(1) if loss is not None else torch.zeros(1, device=pl_module.device)
-        if all_finite(grads, loss_value):
+        scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None)
+        if scaler is None or not scaler.is_enabled():
+            stop = non_finite(grads, loss_value)
+        else:  # the scaler skips a step with non-finite gradients: fine while it can still lower its scale
+            found_inf = scaler_found_inf(scaler, optimizer)
+            if found_inf is None:  # not unscaled yet (fused optimizer)
+                found_inf = non_finite(grads, torch.zeros(1, device=loss_value.device))
+            stop = (~torch.isfinite(loss_value)).float() + found_inf * (scaler._scale.to(found_inf.device) <= self.min_scale).float()
+        if not stop.item():  # the one sync per step
             return
         grad_norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
-        what = f"{name} is {loss_value.item()}" if not torch.isfinite(loss_value) else f"{name} is finite ({loss_value.item():.4g}) but its gradient norm is {grad_norm.item()}"
+        if not torch.isfinite(loss_value):
+            what = f"{name} is {loss_value.item()}"
+        else:
+            what = f"{name} is finite ({loss_value.item():.4g}) but its gradient norm is {grad_norm.item()}"
+            if scaler is not None and scaler.is_enabled():
+                what += f" at a loss scale of {scaler.get_scale():g} (fp16 overflow the scaler cannot cure)"
         raise NonFiniteError(
             f"non-finite training at step {trainer.global_step} (epoch {trainer.current_epoch}): {what}. "
             f"Training stopped before this update; {last_good_checkpoint(trainer)}."
         )
 
 
-def all_finite(grads: list[torch.Tensor], loss: torch.Tensor) -> bool:
-    """One fused pass over the gradients: the kernel AMP's GradScaler uses to look for inf/NaN
-    (with a scale of 1 it leaves them unchanged). It costs the reference GAN ~2% of its steps where
-    a gradient norm cost ~5%; measured in BENCHMARKS.md."""
+def scaler_found_inf(scaler, optimizer) -> torch.Tensor | None:
+    """1. where the gradient scaler's unscale_ found inf/NaN gradients for this optimizer, 0. where
+    not; None before unscale_."""
+    state = scaler._per_optimizer_states.get(id(optimizer)) or {}
+    found = state.get("found_inf_per_device")  # set by unscale_, cleared by update()
+    if not found:
+        return None
+    return sum(v.to(scaler._scale.device) for v in found.values()).clamp(max=1).reshape(1)
+
+
+def non_finite(grads: list[torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
+    """1. if the loss or a gradient is inf/NaN, else 0., on the device (no sync). One fused pass
+    over the gradients: the kernel AMP's GradScaler uses to look for inf/NaN (with a scale of 1 it
+    leaves them unchanged). It costs the reference GAN ~2% of its steps where a gradient norm cost
+    ~5%; measured in BENCHMARKS.md."""
     found = (~torch.isfinite(loss)).float()
     if grads:
         try:
             torch._amp_foreach_non_finite_check_and_unscale_(grads, found, torch.ones(1, device=found.device))
         except (RuntimeError, NotImplementedError):  # a device or dtype mix the kernel does not take
             found += (~torch.isfinite(torch.nn.utils.get_total_norm(grads))).float().to(found.device)
-    return not found.item()
+    return found
 
 
 class CollapseAlarm(L.Callback):

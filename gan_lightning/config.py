@@ -9,6 +9,9 @@ class ConfigError(ValueError):
     pass
 
 
+PRECISIONS = ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true", "64-true", "64",
+              "transformer-engine", "transformer-engine-float16")
+
 # key -> (test, allowed range as shown to the user)
 RULES = {
     "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool), "null or an integer"),
@@ -22,6 +25,9 @@ RULES = {
     "eval.every_n_epochs": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
     "eval.num_samples": (lambda v: isinstance(v, int) and v >= 2, "an integer >= 2 (FID needs two samples)"),
     "data.num_workers": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+    "data.on_device": (lambda v: v in ("auto", True, False), "auto, true or false"),
+    # the values Lightning 2.6 takes; it would fail with a traceback on others
+    "trainer.precision": (lambda v: str(v) in PRECISIONS, ", ".join(PRECISIONS)),
     "model.latent_dim": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
     "model.hidden_dim": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
     "model.channels": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),

@@ -102,7 +102,12 @@ class InMemoryImages(Dataset):
 
     def __getitems__(self, indices: list[int]) -> torch.Tensor:
         # The DataLoader hands a whole batch of indices here when the dataset defines this method.
-        return self.images[torch.as_tensor(indices)]
+        # non_blocking: copying the indices to a GPU must not wait for the steps already queued there.
+        return self.images[torch.as_tensor(indices).to(self.images.device, non_blocking=True)]
+
+    def to(self, device: torch.device) -> "InMemoryImages":
+        self.images = self.images.to(device)
+        return self
 
 
 class EpochShuffle(RandomSampler):
@@ -152,13 +157,24 @@ def keep_batch(batch: torch.Tensor) -> torch.Tensor:
     return batch
 
 
+def wants_device_data(on_device: str | bool, device: torch.device, num_workers: int) -> bool:
+    """Whether the training images should live on `device` (data.on_device): "auto" on a GPU, when
+    no worker processes are asked for (they could not share GPU memory); true: on any device, the CPU
+    included (the same code path, testable without a GPU); false: never."""
+    if on_device == "auto":
+        return device.type != "cpu" and num_workers == 0
+    return bool(on_device)
+
+
 class MNISTDataModule(L.LightningDataModule):
-    def __init__(self, root: str = "data", batch_size: int = 64, num_workers: int = 0, download: bool = True):
+    def __init__(self, root: str = "data", batch_size: int = 64, num_workers: int = 0, download: bool = True, on_device: str | bool = "auto"):
         super().__init__()
         self.root = str(root)
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.download = download
+        self.on_device = on_device
+        self.data_device: torch.device | None = None  # where the training images were moved in setup, if anywhere
         self.train_set: InMemoryImages | None = None
         self.test_set: InMemoryImages | None = None
         self.shuffle_seed: int | None = None  # drawn at the first train_dataloader(), kept in checkpoints
@@ -171,6 +187,15 @@ class MNISTDataModule(L.LightningDataModule):
             self.train_set = InMemoryImages(load_mnist_images(self.root, train=True))
         if self.test_set is None:
             self.test_set = InMemoryImages(load_mnist_images(self.root, train=False))
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        if wants_device_data(self.on_device, device, self.num_workers):
+            # Lightning has set up its strategy before this hook: root_device is this process's
+            # GPU, so under DDP every process holds all images on its own GPU, and its sampler
+            # (Lightning's DistributedSampler) picks its shard by index as on the host.
+            if self.num_workers:
+                raise DataError(f"data.on_device=true needs data.num_workers=0 (workers cannot share device memory), got {self.num_workers}")
+            self.data_device = device
+            self.train_set.to(device)
         processes = self.trainer.world_size if self.trainer is not None else 1
         if len(self.train_set) // processes < self.batch_size:
             # full batches only (train_dataloader): the run would end at once having trained nothing

@@ -12,6 +12,7 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils._foreach_utils import _group_tensors_by_device_and_dtype
 
 from gan_lightning.regularizers import apply_spectral_norm, gradient_penalty, instance_noise_std, r1_penalty
 
@@ -62,6 +63,40 @@ def frozen(net: nn.Module):
             p.requires_grad_(True)
 
 
+class EMA(AveragedModel):
+    """A moving average of a network's weights and buffers: AveragedModel with get_ema_multi_avg_fn,
+    the same numbers and state_dict, without its host syncs. AveragedModel.update_parameters asks
+    the device-side counter n_averaged whether averaging has started (`self.n_averaged == 0`), two
+    device-to-host syncs per training step on a GPU; here the answer is a Python bool, read from
+    the counter once per process (so also after a resume) and then kept."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        super().__init__(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+        self._started: bool | None = None
+
+    def started(self) -> bool:
+        if self._started is None:
+            self._started = bool(self.n_averaged.item() > 0)
+        return self._started
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._started = None  # n_averaged may have changed
+
+    @torch.no_grad()
+    def update_parameters(self, model: nn.Module) -> None:
+        averages = [t.detach() for t in (*self.module.parameters(), *self.module.buffers())]
+        current = [t.detach().to(a.device) for a, t in zip(averages, (*model.parameters(), *model.buffers()))]
+        if not self.started():  # the first update copies, as AveragedModel's
+            torch._foreach_copy_(averages, current)
+        else:
+            grouped = _group_tensors_by_device_and_dtype([averages, current])
+            for (device, _), ([group_averages, group_current], _) in grouped.items():
+                self.multi_avg_fn(group_averages, group_current, self.n_averaged.to(device))
+        self.n_averaged += 1
+        self._started = True
+
+
 class GAN(L.LightningModule):
     """min_G max_D E_x[log D(x)] + E_z[log(1 - D(G(z)))], with the generator loss chosen by config.
 
@@ -105,7 +140,7 @@ class GAN(L.LightningModule):
         self.ema_start_step = ema.get("start_step", 0)
         if ema.get("decay") is not None:
             # A submodule, so it is saved in checkpoints and moved to the device with the rest.
-            self.generator_ema = AveragedModel(self.generator, multi_avg_fn=get_ema_multi_avg_fn(ema["decay"]), use_buffers=True)
+            self.generator_ema = EMA(self.generator, ema["decay"])
             self.generator_ema.requires_grad_(False)
         self.last_loss: tuple[str, torch.Tensor] | None = None  # the loss behind the update being applied, for alarms
         self.resumed_rng_states: dict | None = None  # from a checkpoint, until training starts
@@ -198,7 +233,9 @@ class GAN(L.LightningModule):
             if self.r1_weight:
                 real_in = real_in.detach().requires_grad_(True)  # R1 differentiates D's logits by these
             # One D pass over real and fake together: D scores samples independently.
-            real_logits, fake_logits = self.discriminator(torch.cat([real_in, fake_in])).split(n)
+            # Losses in fp32 under mixed precision: fp16's range ends at 65504, which the loss scaler's
+            # scale (2^16 at the start) times a loss above 1 exceeds. (A no-op in fp32.)
+            real_logits, fake_logits = self.discriminator(torch.cat([real_in, fake_in])).float().split(n)
             loss_d = self.discriminator_loss(real_logits, fake_logits)
             if self.r1_weight or self.gp_weight:
                 penalties = self.d_penalties(real_in, fake_in, real_logits)
@@ -211,14 +248,17 @@ class GAN(L.LightningModule):
         # The generator step reuses the last fake batch (its graph through G is intact) and asks
         # the freshly updated D; D's own weight gradients are not needed for it.
         with frozen(self.discriminator):
-            fake_logits_g = self.discriminator(self.instance_noise(fake, noise_std))
+            fake_logits_g = self.discriminator(self.instance_noise(fake, noise_std)).float()
         loss_g = self.generator_loss(fake_logits_g)
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(loss_g)
-        if log_now:
-            grad_norm_g = torch.nn.utils.get_total_norm([p.grad for p in self.generator.parameters() if p.grad is not None])
         self.last_loss = ("loss_g", loss_g)
         opt_g.step()
+        if log_now:
+            # After the step: in fp16 mixed precision the gradient scaler has then unscaled the
+            # gradients in place (inf when it skipped this step for an overflow), so this is G's true
+            # gradient norm, not one multiplied by the loss scale; otherwise the step leaves them alone.
+            grad_norm_g = torch.nn.utils.get_total_norm([p.grad for p in self.generator.parameters() if p.grad is not None])
         if self.generator_ema is not None and self.global_step >= self.ema_start_step:
             self.generator_ema.update_parameters(self.generator)
         if self.scheduled:
@@ -243,7 +283,7 @@ class GAN(L.LightningModule):
 
     def sampler(self) -> nn.Module:
         """The network samples come from: G's moving average once it has started, else G."""
-        if self.generator_ema is not None and self.generator_ema.n_averaged.item() > 0:
+        if self.generator_ema is not None and self.generator_ema.started():
             return self.generator_ema.module
         return self.generator
 

@@ -17,6 +17,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.plugins import MixedPrecision
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, read_write
@@ -65,8 +66,18 @@ def several_processes(trainer_cfg: DictConfig) -> bool:
     return len(devices) > 1  # a list of device ids
 
 
+def runs_on_cpu(trainer_cfg: DictConfig) -> bool:
+    accelerator = trainer_cfg.get("accelerator", "auto")
+    return accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available() and not torch.backends.mps.is_available())
+
+
 def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
-    kwargs = {}
+    kwargs, plugins = {}, [AtomicCheckpointIO()]
+    if str(cfg.trainer.get("precision")) in ("16-mixed", "16") and runs_on_cpu(cfg.trainer):
+        # Lightning would train in bf16-mixed instead, with a warning, while config and hparams say
+        # 16-mixed. torch does fp16 autocast and loss scaling on the CPU: give Lightning that.
+        kwargs["precision"] = None
+        plugins.append(MixedPrecision("16-mixed", "cpu"))
     if cfg.trainer.strategy == "auto" and several_processes(cfg.trainer):
         # Each GAN step leaves one network out of the backward pass (D's step does not need G's
         # gradients, G's step not D's), which plain DDP's unused-parameter check rejects.
@@ -74,7 +85,7 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
     if not cfg.trainer.get("enable_progress_bar", True):
         # trainer.enable_progress_bar=false wins over a configured bar (Lightning refuses the pair)
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()], **kwargs)
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=plugins, **kwargs)
 
 
 DDP_LAUNCH_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")

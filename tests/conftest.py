@@ -92,3 +92,8 @@ def train_in_process(mnist_root, tmp_path):
         return train(cfg, extra_callbacks=extra_callbacks)
 
     return run
+
+
+def pytest_configure(config):
+    # here rather than in pyproject.toml's pytest options, which another branch edits
+    config.addinivalue_line("markers", "gpu: needs a CUDA GPU; runs only where torch.cuda.is_available() (pytest -m gpu)")
