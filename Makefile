@@ -9,10 +9,12 @@ ARGS ?=
 
 install: $(VENV)/.installed
 
-# torch and torchvision first, pinned to the releases this project is tested with
+# torch and torchvision first, pinned to the releases this machine tests with (pyproject.toml has
+# the ranges a user may install). setuptools: the build backend, which .ci/check_wheel and
+# tests/test_packaging.py call in this venv (Python 3.12's venv has none; 70.1 builds wheels itself).
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --upgrade pip "setuptools>=70.1"
 	$(PY) -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
 	$(PY) -m pip install --quiet --config-settings editable_mode=compat -e ".[dev]"
 	touch $@

@@ -33,7 +33,19 @@ from gan_lightning.runfolder import slurm_batch_job
 from gan_lightning.sweeps import newest_checkpoint, run_sweep_job
 
 log = logging.getLogger(__name__)
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def config_dir() -> str:
+    """The Hydra configs: gan_lightning/conf/ in an installed wheel (pyproject.toml maps the
+    repository's conf/ there), else the repository's conf/ beside this package (python train.py,
+    editable install). The package's own copy comes first: a site-packages/conf/ left by some other
+    package must never be taken for ours."""
+    package = Path(__file__).resolve().parent
+    installed = package / "conf"
+    return str(installed if (installed / "train.yaml").is_file() else package.parent / "conf")
+
+
+CONFIG_DIR = config_dir()
 
 
 def use_default_cuda_check_without_nvidia_driver() -> None:
