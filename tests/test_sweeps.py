@@ -173,6 +173,11 @@ def test_slurm_launcher_submits_one_task_per_device_with_the_configured_resource
 def test_lightning_sees_the_slurm_tasks_as_its_ddp_processes(monkeypatch):
     import lightning as L
     from lightning.fabric.plugins.environments import SLURMEnvironment
+    from lightning.pytorch.utilities import rank_zero_only
+
+    # The Trainer sets the process-wide rank to 1; left so, every later run in this process would
+    # believe it is not rank 0 and write no logs, samples or hparams.
+    monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)
 
     for key, value in {"SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2", "SLURM_JOB_NAME": "train", "SLURM_JOB_ID": "42",
                        "SLURM_PROCID": "1", "SLURM_LOCALID": "1", "SLURM_NODEID": "0", "SLURM_NODELIST": "node1"}.items():
