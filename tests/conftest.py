@@ -44,6 +44,11 @@ def make_tiny_mnist(root: Path, n_train: int = 256, n_test: int = 64, seed: int 
     return root
 
 
+def pytest_configure(config):
+    # pytest-xdist's mark, declared for runs without xdist too (python -m pytest -q)
+    config.addinivalue_line("markers", "xdist_group(name): tests that share a costly module fixture run in one xdist worker")
+
+
 @pytest.fixture(scope="session")
 def mnist_root(tmp_path_factory) -> Path:
     return make_tiny_mnist(tmp_path_factory.mktemp("mnist"))

@@ -13,6 +13,7 @@ from tests.conftest import FAST, PROJECT, check, run_train, train_here
 from gan_lightning.metrics import commands
 
 TAGS = ["eval/fid_mnist", "eval/classes_covered", "eval/kl_uniform", "eval/classifier_score"]
+pytestmark = pytest.mark.xdist_group("trained_run")  # one worker under xdist: the module's run is trained once
 EVAL = ["eval.num_samples=200", "eval.every_n_epochs=1", "eval.batch_size=64"]
 
 

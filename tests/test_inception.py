@@ -14,6 +14,9 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+# one worker under xdist (make test): the weights file and the training run are built once
+pytestmark = pytest.mark.xdist_group("inception")
+
 pytest.importorskip("torch_fidelity", reason="Inception FID needs torch-fidelity, installed with the dev extra")
 from torch_fidelity import feature_extractor_inceptionv3 as fidelity_inception  # noqa: E402
 
