@@ -97,7 +97,10 @@ def test_an_interrupted_sweep_continues_from_the_checkpoint_of_the_unfinished_jo
 
 def test_the_parallel_launcher_runs_two_jobs_at_once_with_the_cores_split_between_them(mnist_root, tmp_path):
     sweep = tmp_path / "sweep"
+    # each job waits for the other to start: the start-up of a job (seconds of imports) can outlast
+    # its tiny training, so without this the two could miss each other on a busy machine
     check(run_train(f"data.root={mnist_root}", *FAST, "eval=none", "trainer.max_epochs=2", "seed=1,2",
+                    "+callbacks.wait._target_=tests.probes.WaitForJobs", "+callbacks.wait.jobs=2",
                     "hydra/launcher=parallel", "hydra.launcher.poll_s=0.1", f"hydra.sweep.dir={sweep}", multirun=True))
     status = jobs(sweep)
     assert [status[j]["status"] for j in (0, 1)] == ["completed", "completed"]
