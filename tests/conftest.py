@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -47,6 +48,13 @@ def make_tiny_mnist(root: Path, n_train: int = 256, n_test: int = 64, seed: int 
 def pytest_configure(config):
     # pytest-xdist's mark, declared for runs without xdist too (python -m pytest -q)
     config.addinivalue_line("markers", "xdist_group(name): tests that share a costly module fixture run in one xdist worker")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        # Under xdist each worker (and the train.py it starts) gets its share of the cores: torch's
+        # default of one thread per core in every worker oversubscribes them (more CPU time, not less wall time).
+        threads = max(1, len(os.sched_getaffinity(0)) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
