@@ -22,8 +22,10 @@ $(VENV)/.installed: pyproject.toml
 train: install  ## make train ARGS="loss=minimax trainer.max_epochs=10"
 	$(PY) train.py $(ARGS)
 
+# -n auto: one pytest-xdist worker per core; loadgroup keeps each xdist_group's tests (and their
+# module fixtures) in one worker. `python -m pytest -q` runs the same tests in one process.
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadgroup
 
 tensorboard: install
 	$(VENV)/bin/tensorboard --logdir outputs

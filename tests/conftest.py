@@ -1,4 +1,5 @@
-"""Shared test fixtures: a tiny MNIST in torchvision's layout, and running train.py like a user."""
+"""Shared test fixtures: a tiny MNIST in torchvision's layout, the config as train.py composes it,
+train(cfg) in this process, and running train.py like a user where the command line itself is tested."""
 
 import os
 import struct
@@ -8,8 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from gan_lightning.train import CONFIG_DIR, train
 
 PROJECT = Path(__file__).resolve().parent.parent
+TRAIN_PY = PROJECT / "train.py"
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
@@ -36,6 +45,19 @@ def make_tiny_mnist(root: Path, n_train: int = 256, n_test: int = 64, seed: int 
     return root
 
 
+def pytest_configure(config):
+    # pytest-xdist's mark, declared for runs without xdist too (python -m pytest -q)
+    config.addinivalue_line("markers", "xdist_group(name): tests that share a costly module fixture run in one xdist worker")
+    config.addinivalue_line("markers", "gpu: needs a CUDA GPU; runs only where torch.cuda.is_available() (pytest -m gpu)")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        # Under xdist each worker (and the train.py it starts) gets its share of the cores: torch's
+        # default of one thread per core in every worker oversubscribes them (more CPU time, not less wall time).
+        threads = max(1, len(os.sched_getaffinity(0)) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def mnist_root(tmp_path_factory) -> Path:
     return make_tiny_mnist(tmp_path_factory.mktemp("mnist"))
@@ -53,47 +75,51 @@ FAST = [
 ]
 
 
-def run_train(*overrides: str, timeout: float = 300, multirun: bool = False, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run `python train.py [-m] overrides...` from the project folder, as a user would."""
-    cmd = [sys.executable, str(PROJECT / "train.py"), *(["-m"] if multirun else []), *overrides]
+def compose_config(*overrides: str, output_dir: Path | str = "/tmp/gan-compose-test") -> DictConfig:
+    """The config exactly as train.py's task function gets it: composed from conf/ with overrides,
+    Hydra's runtime values (the run folder output_dir, the cwd) set and resolved, the hydra node gone.
+    Nothing is written; output_dir only matters to what is built from the config."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+    with read_write(cfg.hydra):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.runtime.cwd = str(PROJECT)
+    HydraConfig.instance().set_config(cfg)
+    with read_write(cfg), open_dict(cfg):
+        del cfg["hydra"]  # as Hydra hands it to the task function
+    OmegaConf.resolve(cfg)
+    return cfg
+
+
+def train_here(*overrides: str, run_dir: Path, extra_callbacks=()):
+    """train(cfg) in this process, as train.py's main calls it, on the composed config; run_dir is
+    the run folder. Saves starting a Python process and importing torch and Lightning (seconds) per
+    run. What Hydra itself does around the task (.hydra/, train.log, one-line errors and exit codes,
+    sweeps) is not run: the tests of those start train.py."""
+    return train(compose_config(*overrides, output_dir=run_dir), extra_callbacks=list(extra_callbacks))
+
+
+@pytest.fixture
+def train_in_process(mnist_root, tmp_path):
+    """train_in_process(*overrides, run_dir=..., extra_callbacks=...): train_here on tiny MNIST with
+    FAST, in the run folder tmp_path/run unless run_dir is given. Returns train()'s value; its
+    exceptions (ConfigError, Interrupted, ...) propagate."""
+
+    def run(*overrides: str, run_dir: Path | None = None, extra_callbacks=()):
+        return train_here(f"data.root={mnist_root}", *FAST, *overrides, run_dir=run_dir or tmp_path / "run", extra_callbacks=extra_callbacks)
+
+    return run
+
+
+def run_train(*overrides: str, timeout: float = 300, multirun: bool = False, env: dict | None = None, cwd: Path = PROJECT) -> subprocess.CompletedProcess:
+    """Run `python train.py [-m] overrides...` from cwd (the project folder unless given), as a user would."""
+    cmd = [sys.executable, str(TRAIN_PY), *(["-m"] if multirun else []), *overrides]
     full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
-    return subprocess.run(cmd, cwd=PROJECT, capture_output=True, text=True, timeout=timeout, env=full_env)
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
 
 
 def check(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert result.returncode == 0, f"exit {result.returncode}\nSTDOUT:\n{result.stdout[-3000:]}\nSTDERR:\n{result.stderr[-5000:]}"
     return result
 
-
-@pytest.fixture
-def train_in_process(mnist_root, tmp_path):
-    """train(cfg) in this process, as train.py would call it: train_in_process(*overrides, run_dir=...)
-    composes the config with tiny MNIST and FAST, the run folder tmp_path/run unless run_dir is given,
-    extra_callbacks as in train().
-    Returns train()'s value; its exceptions (ConfigError, Interrupted, ...) propagate."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import OmegaConf, open_dict, read_write
-
-    from gan_lightning.train import CONFIG_DIR, train
-
-    def run(*overrides: str, run_dir: Path | None = None, extra_callbacks: list = ()):
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            cfg = compose("train", overrides=[f"data.root={mnist_root}", *FAST, *overrides], return_hydra_config=True)
-        with read_write(cfg.hydra):
-            cfg.hydra.runtime.output_dir = str(run_dir or tmp_path / "run")
-            cfg.hydra.runtime.cwd = str(PROJECT)
-        HydraConfig.instance().set_config(cfg)
-        with read_write(cfg), open_dict(cfg):
-            del cfg["hydra"]  # as Hydra hands it to the task function
-        OmegaConf.resolve(cfg)
-        return train(cfg, extra_callbacks=extra_callbacks)
-
-    return run
-
-
-def pytest_configure(config):
-    # here rather than in pyproject.toml's pytest options, which another branch edits
-    config.addinivalue_line("markers", "gpu: needs a CUDA GPU; runs only where torch.cuda.is_available() (pytest -m gpu)")

@@ -37,3 +37,23 @@ class KillSelf(L.Callback):
             import signal
 
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class WaitForJobs(L.Callback):
+    """Holds a sweep job before its first batch until `jobs` jobs of its sweep have started (each
+    has written its job_status.json): jobs that run at the same time all get past it, jobs run one
+    after another cannot (the first gives up after timeout_s with an error)."""
+
+    def __init__(self, jobs: int, timeout_s: float = 120):
+        self.jobs, self.timeout_s = jobs, timeout_s
+
+    def on_train_start(self, trainer, pl_module):
+        import time
+
+        from hydra.core.hydra_config import HydraConfig
+
+        sweep, deadline = Path(HydraConfig.get().sweep.dir), time.time() + self.timeout_s
+        while len(list(sweep.glob("*/job_status.json"))) < self.jobs:
+            if time.time() > deadline:
+                raise RuntimeError(f"{self.jobs} jobs of the sweep did not run at the same time")
+            time.sleep(0.1)

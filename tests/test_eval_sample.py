@@ -1,4 +1,5 @@
-"""Metrics during training, and eval.py / sample.py on the checkpoints it leaves, run like a user."""
+"""Metrics during training, and eval.py / sample.py on the checkpoints it leaves (each script is
+started once as a user starts it; the rest calls the same functions in this process)."""
 
 import json
 import subprocess
@@ -8,10 +9,11 @@ import pytest
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import FAST, PROJECT, check, run_train
+from tests.conftest import FAST, PROJECT, check, run_train, train_here
 from gan_lightning.metrics import commands
 
 TAGS = ["eval/fid_mnist", "eval/classes_covered", "eval/kl_uniform", "eval/classifier_score"]
+pytestmark = pytest.mark.xdist_group("trained_run")  # one worker under xdist: the module's run is trained once
 EVAL = ["eval.num_samples=200", "eval.every_n_epochs=1", "eval.batch_size=64"]
 
 
@@ -28,7 +30,7 @@ def run_script(script: str, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def trained_run(mnist_root, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run")
-    check(run_train(*FAST, f"data.root={mnist_root}", f"hydra.run.dir={run_dir}", "trainer.max_epochs=2", *EVAL))
+    train_here(f"data.root={mnist_root}", *FAST, "trainer.max_epochs=2", *EVAL, run_dir=run_dir)
     return run_dir
 
 
@@ -63,13 +65,16 @@ def test_sample_writes_a_grid_a_folder_and_an_interpolation(trained_run, tmp_pat
     assert Image.open(tmp_path / "lerp.png").size == (5 * 30 + 2, 3 * 30 + 2)
 
 
-@pytest.mark.parametrize("script", ["eval.py", "sample.py"])
-def test_a_broken_checkpoint_gives_a_one_line_error(script, tmp_path):
+@pytest.mark.parametrize("main", [commands.eval_main, commands.sample_main])
+def test_a_broken_checkpoint_gives_a_one_line_error(main, tmp_path, monkeypatch, capsys):
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_text("not a checkpoint")
-    result = run_script(script, f"ckpt_path={garbage}")
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.startswith("error: ") and "not a usable gan-lightning checkpoint" in result.stderr
+    monkeypatch.setattr(sys, "argv", ["cmd", f"ckpt_path={garbage}"])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"error: {garbage} is not a usable gan-lightning checkpoint")
 
 
 @pytest.mark.parametrize("main", [commands.eval_main, commands.sample_main])
@@ -84,20 +89,20 @@ def test_bad_arguments_give_a_one_line_error(main, args, message, monkeypatch, c
     assert capsys.readouterr().err.startswith(message)
 
 
-def test_ddp_evaluation_equals_one_process(mnist_root, tmp_path):
-    """Two CPU processes split the evaluation; eval.py on one process must find the same numbers
-    for the same weights (the last checkpoint). Uses the minimax variant's checkpoint on purpose."""
+def test_ddp_evaluation_equals_one_process(mnist_root, tmp_path, capsys):
+    """Two CPU processes split the evaluation; eval.py's evaluation on one process must find the same
+    numbers for the same weights (the last checkpoint). Uses the minimax variant's checkpoint on purpose."""
     run_dir = tmp_path / "ddp"
     ddp = check(run_train(*FAST, f"data.root={mnist_root}", f"hydra.run.dir={run_dir}", "trainer.devices=2", "loss=minimax",
                           "trainer.limit_train_batches=2", *EVAL, timeout=400, env={"PYTHONWARNINGS": "default"}))
     assert "self.log('eval/" not in ddp.stdout + ddp.stderr  # no Lightning warning per metric and evaluation
-    result = run_script("eval.py", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", f"data.root={mnist_root}", "num_samples=200")
-    check(result)
-    printed, logged = json.loads(result.stdout), scalars(run_dir)
+    printed = commands.evaluate(commands.parse([f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", f"data.root={mnist_root}",
+                                                "num_samples=200", "device=cpu"], commands.EVAL_ARGS))
+    logged = scalars(run_dir)
     for tag in TAGS:
         assert printed[tag.removeprefix("eval/")] == pytest.approx(logged[tag][-1][1], rel=1e-4)
 
 
-def test_eval_none_switches_evaluation_off(mnist_root, tmp_path):
-    check(run_train(*FAST, f"data.root={mnist_root}", f"hydra.run.dir={tmp_path}", "trainer.limit_train_batches=2", "eval=none"))
-    assert not any(tag.startswith("eval/") for tag in scalars(tmp_path))
+def test_eval_none_switches_evaluation_off(train_in_process, tmp_path):
+    train_in_process("trainer.limit_train_batches=2", "eval=none")
+    assert not any(tag.startswith("eval/") for tag in scalars(tmp_path / "run"))

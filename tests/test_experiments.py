@@ -1,18 +1,14 @@
-"""Experiments as code: the sweep report, the loss-study and Optuna configs, an Optuna search end to end."""
+"""Experiments as code: the sweep report (an Optuna search end to end: tests/test_sweeps.py)."""
 
-import math
 import struct
 
-import pytest
 import yaml
-from hydra import compose, initialize_config_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 from torch.utils.tensorboard import SummaryWriter
 
-from tests.conftest import FAST, check, run_train
+from tests.conftest import FAST, run_train
 from gan_lightning.report import write_report
-from gan_lightning.train import CONFIG_DIR
 
 
 def png_size(path):
@@ -41,16 +37,16 @@ def test_report_of_a_sweep_pools_seeds_and_lists_the_crashed_job(mnist_root, tmp
         assert f"]({name})" in text
         width, height = png_size(sweep / name)
         assert width > 100 and height > 100
-    # FID plot exactly when the runs logged FID (the eval callback), otherwise "n/a" in the table.
-    fid_logged = "n/a" not in rows[0].split("|")[3]
-    assert (sweep / "fid_vs_epoch.png").exists() == fid_logged
+    # the runs evaluated after their last epoch: the table has their FID, and there is a FID plot
+    assert float(rows[0].split("|")[3].split("±")[0]) > 0
+    assert png_size(sweep / "fid_vs_epoch.png")[0] > 100
 
     # `tensorboard --logdir <sweep>`: each run's hparams tab row has its seed, beside the logged FID.
     for seed in (1, 2):
         events = next(sweep.glob(f"*seed={seed}*/tensorboard"))
         hparams = hparams_tab(events)
         assert hparams["seed"] == seed and "eval/fid_mnist" in hparams["metrics"]
-        assert ("eval/fid_mnist" in hparams["scalars"]) == fid_logged
+        assert "eval/fid_mnist" in hparams["scalars"]
 
 
 def hparams_tab(folder):
@@ -106,34 +102,3 @@ def test_report_tables_eval_metrics_per_configuration_and_skips_unfinished_runs(
     unfinished = next(line for line in text.splitlines() if "`2_loss=non_saturating,seed=1`" in line)
     assert "unfinished: 1 of 2 epochs done" in unfinished
     assert png_size(sweep / "fid_vs_epoch.png")[0] > 100
-
-
-def test_loss_study_and_optuna_search_configs_compose():
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        study = compose("train", overrides=["experiment=loss_study"], return_hydra_config=True)
-        search = compose("train", overrides=["hparams_search=optuna", "hydra.sweeper.n_trials=3"], return_hydra_config=True)
-        plain = compose("train", return_hydra_config=True)
-
-    params = study.hydra.sweeper.params
-    assert params["loss"] == "minimax,non_saturating"
-    assert len(params["optim.lr_g"].split(",")) >= 2 and len(params["optim.lr_d"].split(",")) >= 2
-    assert params["seed"] == "1,2,3"
-    assert study.trainer.max_epochs < plain.trainer.max_epochs
-
-    assert "optuna" in search.hydra.sweeper._target_.lower()
-    assert search.hydra.sweeper.n_trials == 3 and search.hydra.sweeper.direction == "minimize"
-    assert set(search.hydra.sweeper.params) >= {"optim.lr_g", "optim.lr_d", "optim.d_steps", "data.batch_size"}
-    assert search.optimized_metric == "eval/fid_mnist"
-    assert plain.hydra.sweeper.params is None  # without hparams_search nothing is searched
-
-
-def test_two_trial_optuna_search_runs_through_train_py(mnist_root, tmp_path):
-    sweep = tmp_path / "search"
-    fast = [o for o in FAST if not o.startswith("data.batch_size=")]  # the batch size is searched
-    check(run_train("hparams_search=optuna", "hydra.sweeper.n_trials=2", "eval.num_samples=256",
-                    f"data.root={mnist_root}", *fast, f"hydra.sweep.dir={sweep}", multirun=True))
-
-    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    assert math.isfinite(results["best_value"])  # the lower final eval/fid_mnist of the two trials
-    assert set(results["best_params"]) == {"optim.lr_g", "optim.lr_d", "optim.d_steps", "data.batch_size"}
-    assert len(list(sweep.rglob(".hydra/config.yaml"))) == 2

@@ -14,7 +14,7 @@ import torch
 
 from gan_lightning.callbacks import Interrupted
 from gan_lightning.checkpoint import CheckpointError
-from tests.conftest import FAST, PROJECT
+from tests.conftest import FAST, TRAIN_PY
 
 BATCHES = 256 // 32  # tiny MNIST, batch 32 (conftest.FAST)
 
@@ -45,11 +45,11 @@ def test_sigusr1_saves_a_checkpoint_at_the_step_reached(train_in_process, tmp_pa
 
 def test_sigterm_saves_a_checkpoint_exits_143_and_says_how_to_resume(mnist_root, tmp_path):
     run = tmp_path / "run"
-    cmd = [sys.executable, str(PROJECT / "train.py"), f"data.root={mnist_root}", f"hydra.run.dir={run}", *FAST, "eval=none", "trainer.max_epochs=1000"]
+    cmd = [sys.executable, str(TRAIN_PY), f"data.root={mnist_root}", f"hydra.run.dir={run}", *FAST, "eval=none", "trainer.max_epochs=1000"]
     log = tmp_path / "train.err"
     with open(log, "w") as err:  # a file, not a pipe: nothing can block on a full pipe buffer
         # the default SIGTERM disposition, whatever the suite was started with (see the Ctrl-C test)
-        proc = subprocess.Popen(cmd, cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=err,
+        proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err,
                                 preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
         try:
             deadline = time.time() + 180
@@ -156,21 +156,6 @@ def test_runs_that_could_not_train_or_evaluate_stop_before_the_first_step(train_
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-@pytest.mark.parametrize("override, expected", [
-    ("seed=abc", "seed must be null or an integer, got 'abc'"),
-    ("optim.lr_g=inf", "optim.lr_g must be a finite number > 0, got inf"),
-    ("trainer.limit_train_batches=0", "trainer.limit_train_batches must be null, an integer >= 1 or a fraction in (0, 1], got 0"),
-    ("eval.num_samples=1", "eval.num_samples must be an integer >= 2 (FID needs two samples), got 1"),
-])
-def test_more_impossible_values_are_refused_in_one_line(override, expected):
-    from gan_lightning.config import ConfigError, validate
-    from tests.test_config import composed
-
-    with pytest.raises(ConfigError) as err:
-        validate(composed([override]))
-    assert str(err.value) == expected
-
-
 @pytest.mark.parametrize("main, arg, message", [
     ("sample_main", "n=0", "error: n must be an integer >= 1, got 0"),
     ("sample_main", "n=-1", "error: n must be an integer >= 1, got -1"),
@@ -200,14 +185,13 @@ def test_unusable_checkpoints_are_one_check_for_train_eval_and_sample(tmp_path, 
         read_checkpoint(tmp_path / "missing.ckpt")
 
 
-def test_a_bad_ckpt_path_is_one_line_from_train_py(mnist_root, tmp_path):
+def test_a_bad_ckpt_path_stops_train_before_it_writes_anything(train_in_process, tmp_path):
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_bytes(b"not a checkpoint")
-    result = subprocess.run([sys.executable, str(PROJECT / "train.py"), f"data.root={mnist_root}", f"hydra.run.dir={tmp_path / 'run'}", f"ckpt_path={garbage}"],
-                            cwd=PROJECT, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2
-    [line] = result.stderr.strip().splitlines()
-    assert line.startswith(f"error: {garbage} is not a usable gan-lightning checkpoint, truncated or damaged (")
+    with pytest.raises(CheckpointError) as err:
+        train_in_process(f"ckpt_path={garbage}")
+    assert str(err.value).startswith(f"{garbage} is not a usable gan-lightning checkpoint, truncated or damaged (")
+    assert "\n" not in str(err.value) and not (tmp_path / "run").exists()
 
 
 def test_report_on_a_folder_it_cannot_write_is_one_line(tmp_path, monkeypatch, capsys):
@@ -259,8 +243,8 @@ def test_a_folder_that_holds_a_run_is_refused_unless_resumed_into_or_requeued(tm
 def test_a_run_folder_that_cannot_be_written_is_one_line(mnist_root, tmp_path):
     # root writes through chmod; a folder under a regular file fails for everyone
     (tmp_path / "file").write_text("")
-    result = subprocess.run([sys.executable, str(PROJECT / "train.py"), f"data.root={mnist_root}", f"hydra.run.dir={tmp_path / 'file' / 'run'}"],
-                            cwd=PROJECT, capture_output=True, text=True, timeout=120, env={k: v for k, v in os.environ.items() if k != "LOCAL_RANK"})
+    result = subprocess.run([sys.executable, str(TRAIN_PY), f"data.root={mnist_root}", f"hydra.run.dir={tmp_path / 'file' / 'run'}"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120, env={k: v for k, v in os.environ.items() if k != "LOCAL_RANK"})
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: cannot write the run folder {tmp_path / 'file' / 'run'}: Not a directory; choose another hydra.run.dir"]
 

@@ -14,10 +14,13 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+# one worker under xdist (make test): the weights file and the training run are built once
+pytestmark = pytest.mark.xdist_group("inception")
+
 pytest.importorskip("torch_fidelity", reason="Inception FID needs torch-fidelity, installed with the dev extra")
 from torch_fidelity import feature_extractor_inceptionv3 as fidelity_inception  # noqa: E402
 
-from tests.conftest import FAST, check, make_tiny_mnist, run_train  # noqa: E402
+from tests.conftest import FAST, make_tiny_mnist, train_here  # noqa: E402
 from tests.test_metrics import render_digits  # noqa: E402
 from gan_lightning.data import scale_to_tanh_range  # noqa: E402
 from gan_lightning.metrics import commands  # noqa: E402
@@ -77,7 +80,7 @@ def small_mnist(tmp_path_factory):
 @pytest.fixture(scope="module")
 def inception_run(small_mnist, weights_file, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("inception_run")
-    check(run_train(*FAST, *EVALUATION, f"data.root={small_mnist}", f"eval.inception.weights_path={weights_file}", f"hydra.run.dir={run_dir}"))
+    train_here(f"data.root={small_mnist}", *FAST, *EVALUATION, f"eval.inception.weights_path={weights_file}", run_dir=run_dir)
     return run_dir
 
 
@@ -93,9 +96,9 @@ def test_training_logs_fid_inception_with_a_weights_file(inception_run):
 
 def test_training_without_the_weights_stops_before_the_first_step(small_mnist, tmp_path):
     missing = tmp_path / "missing.pth"
-    result = run_train(*FAST, *EVALUATION, f"data.root={small_mnist}", f"eval.inception.weights_path={missing}", f"hydra.run.dir={tmp_path / 'run'}")
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert f"error: Inception weights not found: {missing}" in result.stderr
+    with pytest.raises(InceptionUnavailable) as err:
+        train_here(f"data.root={small_mnist}", *FAST, *EVALUATION, f"eval.inception.weights_path={missing}", run_dir=tmp_path / "run")
+    assert str(err.value).startswith(f"Inception weights not found: {missing}")
     assert not (tmp_path / "run" / "checkpoints").exists()  # stopped before training, not after an epoch
 
 

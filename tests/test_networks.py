@@ -36,7 +36,6 @@ def test_discriminator_scores_each_image():
     x = torch.rand(7, 1, 28, 28) * 2 - 1
     logits, probs = d(x), d.probability(x)
     assert logits.shape == probs.shape == (7,)
-    assert torch.allclose(probs, torch.sigmoid(logits))
     assert ((probs > 0) & (probs < 1)).all()
     # each image is scored on its own: a batch gives the same scores as one by one
     assert torch.allclose(torch.cat([d(x[i : i + 1]) for i in range(7)]), logits, atol=1e-6)

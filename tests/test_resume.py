@@ -3,16 +3,10 @@
 from pathlib import Path
 
 import lightning as L
-import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf, open_dict, read_write
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from gan_lightning.train import CONFIG_DIR, train
-from tests.conftest import FAST
+from tests.conftest import FAST, train_here
 
 BATCHES = 256 // 32  # tiny MNIST, batch 32: 8 batches per epoch
 MID_EPOCH_STEP = BATCHES + 3  # epoch 1, after its third batch
@@ -40,16 +34,7 @@ class StopAfterFirstEpoch(L.Callback):
 def run(tmp_path: Path, name: str, overrides: list[str], callbacks=()) -> dict:
     """Train in this process with the config train.py would compose; returns the last checkpoint."""
     out = tmp_path / name
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[*FAST, "trainer.max_epochs=2", *overrides], return_hydra_config=True)
-    with read_write(cfg.hydra):
-        cfg.hydra.runtime.output_dir = str(out)
-    HydraConfig.instance().set_config(cfg)
-    with read_write(cfg), open_dict(cfg):
-        del cfg["hydra"]
-    OmegaConf.resolve(cfg)
-    train(cfg, extra_callbacks=list(callbacks))
+    train_here(*FAST, "trainer.max_epochs=2", *overrides, run_dir=out, extra_callbacks=callbacks)
     return torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
 
 

@@ -1,6 +1,6 @@
 """Sweeps at scale: failing jobs, up-front checks, resume, parallel jobs, SLURM settings, Optuna studies."""
 
-import json
+import math
 import os
 import signal
 import socket
@@ -12,6 +12,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
@@ -19,7 +20,7 @@ from gan_lightning.report import write_report
 from gan_lightning.sweeps import read_status
 from gan_lightning.train import CONFIG_DIR
 from hydra_plugins.gan_lightning_sweeps.launchers import DeviceSlots
-from tests.conftest import FAST, PROJECT, check, run_train
+from tests.conftest import FAST, TRAIN_PY, check, run_train
 
 BATCHES = 256 // 32  # tiny MNIST, batch 32
 
@@ -70,10 +71,10 @@ def test_a_bad_value_in_any_job_refuses_the_sweep_before_the_first_job(mnist_roo
 def test_an_interrupted_sweep_continues_from_the_checkpoint_of_the_unfinished_job(mnist_root, tmp_path):
     sweep = tmp_path / "sweep"
     args = [f"data.root={mnist_root}", *FAST, "eval=none", "trainer.max_epochs=3", "seed=1,2", f"hydra.sweep.dir={sweep}"]
-    cmd = [sys.executable, str(PROJECT / "train.py"), "-m", *args]
+    cmd = [sys.executable, str(TRAIN_PY), "-m", *args]
     log = tmp_path / "sweep.out"
     with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, cwd=PROJECT, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
         try:
             deadline = time.time() + 120
             while not list(sweep.glob("0_*/checkpoints/last.ckpt")):  # job 0 has finished an epoch
@@ -96,7 +97,10 @@ def test_an_interrupted_sweep_continues_from_the_checkpoint_of_the_unfinished_jo
 
 def test_the_parallel_launcher_runs_two_jobs_at_once_with_the_cores_split_between_them(mnist_root, tmp_path):
     sweep = tmp_path / "sweep"
+    # each job waits for the other to start: the start-up of a job (seconds of imports) can outlast
+    # its tiny training, so without this the two could miss each other on a busy machine
     check(run_train(f"data.root={mnist_root}", *FAST, "eval=none", "trainer.max_epochs=2", "seed=1,2",
+                    "+callbacks.wait._target_=tests.probes.WaitForJobs", "+callbacks.wait.jobs=2",
                     "hydra/launcher=parallel", "hydra.launcher.poll_s=0.1", f"hydra.sweep.dir={sweep}", multirun=True))
     status = jobs(sweep)
     assert [status[j]["status"] for j in (0, 1)] == ["completed", "completed"]
@@ -172,6 +176,11 @@ def test_slurm_launcher_submits_one_task_per_device_with_the_configured_resource
 def test_lightning_sees_the_slurm_tasks_as_its_ddp_processes(monkeypatch):
     import lightning as L
     from lightning.fabric.plugins.environments import SLURMEnvironment
+    from lightning.pytorch.utilities import rank_zero_only
+
+    # The Trainer sets the process-wide rank to 1; left so, every later run in this process would
+    # believe it is not rank 0 and write no logs, samples or hparams.
+    monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)
 
     for key, value in {"SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2", "SLURM_JOB_NAME": "train", "SLURM_JOB_ID": "42",
                        "SLURM_PROCID": "1", "SLURM_LOCALID": "1", "SLURM_NODEID": "0", "SLURM_NODELIST": "node1"}.items():
@@ -189,6 +198,11 @@ def test_an_optuna_search_continues_its_study_after_a_crash(mnist_root, tmp_path
     check(run_train(*args, "hydra.sweeper.n_trials=2", multirun=True))
     study = optuna.load_study(study_name="gan_mnist", storage=f"sqlite:///{sweep / 'optuna.db'}")
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert results["best_value"] == min(t.value for t in study.trials)  # the lower final eval/fid_mnist
+    assert math.isfinite(results["best_value"])
+    assert set(results["best_params"]) == {"optim.lr_g", "optim.lr_d", "optim.d_steps", "data.batch_size"}
+    assert len(list(sweep.rglob(".hydra/config.yaml"))) == 2
 
     # a search killed in the middle of its third trial leaves it RUNNING, asked by a process now dead
     dead = subprocess.Popen(["true"])
@@ -216,7 +230,7 @@ def test_a_requeued_slurm_job_continues_in_its_own_folder(mnist_root, tmp_path):
     """Two starts of the same SLURM batch job (the first killed after an epoch, as a pre-emption
     does): one run folder, named by the job id, and the second start continues from its checkpoint."""
     slurm = {"SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "train", "SLURM_STEP_ID": "0"}
-    cmd = [sys.executable, str(PROJECT / "train.py"), f"data.root={mnist_root}", *FAST, "eval=none", "trainer.max_epochs=3"]
+    cmd = [sys.executable, str(TRAIN_PY), f"data.root={mnist_root}", *FAST, "eval=none", "trainer.max_epochs=3"]
     env = {**os.environ, **slurm, "PYTHONWARNINGS": "ignore"}
     run = tmp_path / "outputs" / "runs" / "slurm-4242_0"
     log = tmp_path / "first.out"

@@ -1,4 +1,7 @@
-"""train.py end to end, as a user runs it: run folders, logs, DDP, sweeps, resume, seeds, errors."""
+"""train.py end to end: run folders, logs, DDP, sweeps, resume, seeds, errors.
+
+What Hydra or several processes do (run folders, the command line's one-line errors, DDP, sweeps,
+Ctrl-C) is tested by starting train.py; the rest calls train(cfg) in this process."""
 
 import json
 import signal
@@ -11,7 +14,9 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import FAST, PROJECT, check, run_train
+from gan_lightning.config import ConfigError
+from gan_lightning.data import MNISTNotFoundError
+from tests.conftest import FAST, TRAIN_PY, check, compose_config, run_train
 
 SCALARS = {"train/loss_d", "train/loss_g", "train/d_real", "train/d_fake", "train/grad_norm_g"}
 BATCHES = 256 // 32  # tiny MNIST, batch 32 (conftest.FAST)
@@ -33,8 +38,11 @@ def checkpoint(path: Path) -> dict:
 
 def test_a_run_writes_config_checkpoint_scalars_images_and_hparams(mnist_root, tmp_path):
     run = tmp_path / "run"
-    check(run_train(f"data.root={mnist_root}", f"hydra.run.dir={run}", *FAST, "trainer.max_epochs=2"))
+    # min_classes_covered=11: the coverage alarm (at most 10 classes) warns after the last epoch
+    check(run_train(f"data.root={mnist_root}", f"hydra.run.dir={run}", *FAST, "trainer.max_epochs=2", "callbacks.collapse_alarm.min_classes_covered=11"))
     assert (run / ".hydra" / "config.yaml").is_file()
+    # the project's warnings reach the run's log file (Hydra's file handler)
+    assert "[gan_lightning.alarms][WARNING] - alarm/low_coverage: step 16" in (run / "train.log").read_text()
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert sorted(p.name for p in (run / "samples").glob("*.png")) == ["epoch_000.png", "epoch_001.png"]
     acc = events(run)
@@ -51,9 +59,9 @@ def test_a_run_writes_config_checkpoint_scalars_images_and_hparams(mnist_root, t
         assert key in session
 
 
-def test_steps_count_batches_for_max_steps_and_checkpoints(mnist_root, tmp_path):
+def test_steps_count_batches_for_max_steps_and_checkpoints(train_in_process, tmp_path):
+    train_in_process("trainer.max_epochs=5", "trainer.max_steps=11", "optim.d_steps=2")
     run = tmp_path / "run"
-    check(run_train(f"data.root={mnist_root}", f"hydra.run.dir={run}", *FAST, "trainer.max_epochs=5", "trainer.max_steps=11", "optim.d_steps=2"))
     ckpt = checkpoint(run / "checkpoints" / "last.ckpt")
     assert ckpt["global_step"] == 11  # 11 batches, although 33 optimizer steps were taken
     d_state, g_state = ckpt["optimizer_states"]
@@ -61,18 +69,13 @@ def test_steps_count_batches_for_max_steps_and_checkpoints(mnist_root, tmp_path)
     assert len(scalar_values(run, "train/loss_d")) == 11
 
 
-def test_runs_never_share_a_folder(mnist_root):
-    outputs = PROJECT / "outputs" / "runs"
-    before = set(outputs.glob("*")) if outputs.exists() else set()
+def test_runs_never_share_a_folder(mnist_root, tmp_path):
+    # started in tmp_path, so that the default run folders land in tmp_path/outputs, not the project's
     args = [f"data.root={mnist_root}", *FAST, "trainer.max_steps=1", "callbacks=none", "logger=csv"]
-    first, second = run_train(*args), run_train(*args)
-    check(first), check(second)
-    new = set(outputs.glob("*")) - before
-    try:
-        assert len(new) == 2
-    finally:
-        for folder in new:
-            subprocess.run(["rm", "-rf", str(folder)], check=True)
+    check(run_train(*args, cwd=tmp_path)), check(run_train(*args, cwd=tmp_path))
+    runs = list((tmp_path / "outputs" / "runs").iterdir())
+    assert len(runs) == 2
+    assert all((run / ".hydra" / "config.yaml").is_file() for run in runs)
 
 
 def test_minimax_on_two_cpu_processes_with_ddp(mnist_root, tmp_path):
@@ -113,11 +116,11 @@ def test_learning_rate_sweep_makes_one_folder_per_job(mnist_root, tmp_path, devi
     assert len(jobs) == 2
 
 
-def test_resume_restores_networks_optimizers_and_counters(mnist_root, tmp_path):
+def test_resume_restores_networks_optimizers_and_counters(train_in_process, tmp_path):
     first, resumed = tmp_path / "first", tmp_path / "resumed"
-    check(run_train(f"data.root={mnist_root}", f"hydra.run.dir={first}", *FAST))
+    train_in_process(run_dir=first)
     ckpt_path = first / "checkpoints" / "last.ckpt"
-    check(run_train(f"data.root={mnist_root}", f"hydra.run.dir={resumed}", *FAST, "trainer.max_epochs=2", f"ckpt_path={ckpt_path}"))
+    train_in_process("trainer.max_epochs=2", f"ckpt_path={ckpt_path}", run_dir=resumed)
     end = checkpoint(resumed / "checkpoints" / "last.ckpt")
     assert end["global_step"] == 2 * BATCHES
     # Adam's step counts continue from the checkpoint's: the optimizers were restored
@@ -128,62 +131,70 @@ def test_resume_restores_networks_optimizers_and_counters(mnist_root, tmp_path):
     assert [e.step for e in events(resumed).Scalars("train/loss_g")][0] == BATCHES
 
 
-def test_same_seed_same_losses_other_seed_other_losses(mnist_root, tmp_path):
+def test_same_seed_same_losses_other_seed_other_losses(train_in_process, tmp_path):
     runs = {}
     for name, seed in (("a", 7), ("b", 7), ("c", 8)):
         runs[name] = tmp_path / name
-        check(run_train(f"data.root={mnist_root}", f"hydra.run.dir={runs[name]}", *FAST, f"seed={seed}"))
+        train_in_process("eval=none", f"seed={seed}", run_dir=runs[name])
     losses = {name: scalar_values(run, "train/loss_d") + scalar_values(run, "train/loss_g") for name, run in runs.items()}
+    assert len(losses["a"]) == 2 * BATCHES
     assert losses["a"] == losses["b"]
     assert losses["a"] != losses["c"]
 
 
-@pytest.mark.parametrize(
-    "override,expected",
-    [
-        ("optim.lr_g=0", "optim.lr_g must be a finite number > 0, got 0"),
-        ("optim.lr_d=-0.001", "optim.lr_d must be a finite number > 0, got -0.001"),
-        ("data.batch_size=0", "data.batch_size must be an integer >= 1, got 0"),
-        ("optim.d_steps=0", "optim.d_steps must be an integer >= 1, got 0"),
-    ],
-)
-def test_impossible_values_fail_before_training_with_one_line(mnist_root, tmp_path, override, expected):
-    result = run_train(f"data.root={mnist_root}", f"hydra.run.dir={tmp_path}", override)
-    assert result.returncode != 0
-    assert result.stderr.strip().splitlines() == [f"error: {expected}"]
+def test_an_impossible_value_fails_before_training_with_one_line(mnist_root, tmp_path):
+    """The command line's side of every refused value (the values themselves: tests/test_config.py)."""
+    result = run_train(f"data.root={mnist_root}", f"hydra.run.dir={tmp_path}", "optim.lr_g=0")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["error: optim.lr_g must be a finite number > 0, got 0"]
     assert not (tmp_path / "checkpoints").exists()
 
 
-@pytest.mark.parametrize("group", ["loss", "model"])
-def test_unknown_option_lists_the_available_choices(group):
-    result = run_train(f"{group}=nope")
+@pytest.mark.parametrize("override", ["optim.lr_d=-0.001", "data.batch_size=0", "optim.d_steps=0"])
+def test_impossible_values_stop_train_before_it_writes_anything(train_in_process, tmp_path, override):
+    with pytest.raises(ConfigError):
+        train_in_process(override)
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_unknown_option_lists_the_available_choices():
+    result = run_train("loss=nope")
     assert result.returncode != 0
-    assert f"Could not find '{group}/nope'" in result.stderr
-    assert "Available options" in result.stderr
-    assert ("minimax" if group == "loss" else "mlp") in result.stderr
+    assert "Could not find 'loss/nope'" in result.stderr
+    assert "Available options" in result.stderr and "minimax" in result.stderr
     assert "Traceback" not in result.stderr
 
 
-def test_missing_mnist_and_no_network_is_one_clear_message(tmp_path):
-    # a proxy on a closed local port stands in for "no network", on any machine
-    proxy = "http://127.0.0.1:9"
-    env = {"http_proxy": proxy, "https_proxy": proxy, "HTTP_PROXY": proxy, "HTTPS_PROXY": proxy, "no_proxy": ""}
-    result = run_train(f"data.root={tmp_path / 'nowhere'}", f"hydra.run.dir={tmp_path / 'run'}", env=env)
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    [line] = [line for line in result.stderr.splitlines() if line.strip()]
-    assert line.startswith("error: MNIST not found in ") and "downloading it failed" in line
+def test_an_unknown_option_of_any_group_lists_that_groups_choices():
+    from hydra.errors import MissingConfigException
+
+    with pytest.raises(MissingConfigException) as err:
+        compose_config("model=nope")
+    assert "Could not find 'model/nope'" in str(err.value)
+    assert "Available options" in str(err.value) and "mlp" in str(err.value) and "dcgan" in str(err.value)
+
+
+def test_missing_mnist_and_no_network_is_one_clear_message(train_in_process, tmp_path, monkeypatch):
+    from torchvision.datasets import MNIST
+
+    monkeypatch.setattr(MNIST, "mirrors", ["http://127.0.0.1:9/"])  # a closed local port: "no network", on any machine
+    with pytest.raises(MNISTNotFoundError) as err:
+        train_in_process(f"data.root={tmp_path / 'nowhere'}")
+    line = str(err.value)
+    assert "\n" not in line
+    assert line.startswith("MNIST not found in ") and "downloading it failed" in line
     assert str(tmp_path / "nowhere" / "MNIST" / "raw") in line and "data.root=" in line
+    assert not (tmp_path / "run").exists()
 
 
-def test_ctrl_c_leaves_a_checkpoint_to_resume_from(mnist_root, tmp_path):
+def test_ctrl_c_leaves_a_checkpoint_to_resume_from(mnist_root, tmp_path, train_in_process):
     run, resumed = tmp_path / "run", tmp_path / "resumed"
-    cmd = [sys.executable, str(PROJECT / "train.py"), f"data.root={mnist_root}", f"hydra.run.dir={run}", *FAST, "trainer.max_epochs=1000"]
+    cmd = [sys.executable, str(TRAIN_PY), f"data.root={mnist_root}", f"hydra.run.dir={run}", *FAST, "trainer.max_epochs=1000"]
     log = tmp_path / "train.out"
     with open(log, "w") as out:  # a file, not a pipe: nothing can block on a full pipe buffer
         # A suite started in the background (`pytest &`) inherits an ignored SIGINT, and Python then
         # never turns Ctrl-C into KeyboardInterrupt: give the run the default disposition a terminal gives.
-        proc = subprocess.Popen(cmd, cwd=PROJECT, stdout=out, stderr=subprocess.STDOUT, text=True,
+        proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, text=True,
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             deadline = time.time() + 180
@@ -202,5 +213,5 @@ def test_ctrl_c_leaves_a_checkpoint_to_resume_from(mnist_root, tmp_path):
     assert interrupted.is_file()
     stopped_at = checkpoint(interrupted)["global_step"]
     assert stopped_at >= 3 * BATCHES
-    check(run_train(f"data.root={mnist_root}", f"hydra.run.dir={resumed}", *FAST, f"trainer.max_epochs={stopped_at // BATCHES + 2}", f"ckpt_path={interrupted}"))
+    train_in_process(f"trainer.max_epochs={stopped_at // BATCHES + 2}", f"ckpt_path={interrupted}", run_dir=resumed)
     assert checkpoint(resumed / "checkpoints" / "last.ckpt")["global_step"] > stopped_at
