@@ -123,3 +123,13 @@ def check(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert result.returncode == 0, f"exit {result.returncode}\nSTDOUT:\n{result.stdout[-3000:]}\nSTDERR:\n{result.stderr[-5000:]}"
     return result
 
+
+
+# Modules whose tests start train.py (sweeps, DDP, signals) or build Inception: run first, so that
+# under xdist the long tests do not end up alone at the end of one worker while the other idles.
+LONG_FIRST = ("test_sweeps.py", "test_inception.py", "test_benchmark.py", "test_train.py", "test_eval_sample.py", "test_faults.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FIRST)))  # stable: file order kept within a module
