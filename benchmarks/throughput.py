@@ -302,7 +302,7 @@ def ddp_run(data_root: str, devices: int, global_batch: int, steps: int, warmup:
 
 
 def default_data_root() -> str:
-    for candidate in ("data", "../shared/data", "/work/shared/data"):
+    for candidate in ("data", "../shared/data"):
         if (Path(candidate) / "MNIST" / "raw").is_dir():
             return candidate
     return "data"
@@ -310,7 +310,7 @@ def default_data_root() -> str:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-root", default=default_data_root(), help="folder holding MNIST/raw/ (default: the first of data, ../shared/data, /work/shared/data that has it)")
+    p.add_argument("--data-root", default=default_data_root(), help="folder holding MNIST/raw/ (default: the first of data and ../shared/data that has it)")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256, 1024])
     p.add_argument("--losses", nargs="+", default=["non_saturating", "minimax"], choices=sorted(GENERATOR_LOSSES))
     p.add_argument("--contenders", nargs="+", default=["plain", "project", "common", "data"], choices=["plain", "project", "common", "data"])

@@ -1,6 +1,6 @@
 """`eval.py` and `sample.py`: score or draw from a trained generator, given its checkpoint.
 
-    python eval.py ckpt_path=outputs/runs/<run>/checkpoints/last.ckpt data.root=/work/shared/data
+    python eval.py ckpt_path=outputs/runs/<run>/checkpoints/last.ckpt data.root=../shared/data
     python eval.py ckpt_path=<file> inception=true [inception_weights=<file>]  # + fid_inception (torch-fidelity)
     python sample.py ckpt_path=<file> n=64                  # a PNG grid
     python sample.py ckpt_path=<file> n=10000 out_dir=<dir> # one PNG per sample (torch-fidelity/clean-fid format)

@@ -1,6 +1,6 @@
 """Train the reference MNIST classifier and record its weights' checksum and test accuracy.
 
-    python -m gan_lightning.metrics.train_classifier data_root=/work/shared/data
+    python -m gan_lightning.metrics.train_classifier data_root=../shared/data
 
 Seeded and single-threaded by default, so the same command on the same torch version gives the
 same weights. Reads MNIST through gan_lightning.data, the same code path (and [-1, 1] scaling)
