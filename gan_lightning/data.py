@@ -202,15 +202,15 @@ class MNISTDataModule(L.LightningDataModule):
             raise DataError(f"data.batch_size={self.batch_size} is larger than the {len(self.train_set)} training images"
                             + (f" split over {processes} processes" if processes > 1 else "") + ": not one full batch to train on")
 
-    def _loader(self, dataset: Dataset, shuffle: bool, drop_last: bool) -> DataLoader:
-        return DataLoader(
+    def _loader(self, dataset: Dataset, drop_last: bool, loader: type[DataLoader] = DataLoader, **kwargs) -> DataLoader:
+        return loader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
             drop_last=drop_last,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             collate_fn=keep_batch,
+            **kwargs,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -220,14 +220,11 @@ class MNISTDataModule(L.LightningDataModule):
         # The loader's own generator: it draws a seed for its workers at every epoch, which would
         # otherwise come from the global RNG and move the noise stream by one draw on resume.
         # Full batches only: a small last batch would weigh its few samples more in both losses.
-        return ResumableLoader(
+        return self._loader(
             self.train_set,
-            batch_size=self.batch_size,
-            sampler=EpochShuffle(self.train_set, self.shuffle_seed),
             drop_last=True,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            collate_fn=keep_batch,
+            loader=ResumableLoader,
+            sampler=EpochShuffle(self.train_set, self.shuffle_seed),
             generator=torch.Generator().manual_seed(self.shuffle_seed),
             trained=self.batches_trained_this_epoch,
         )
@@ -244,4 +241,4 @@ class MNISTDataModule(L.LightningDataModule):
         self.shuffle_seed = state["shuffle_seed"]
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False, drop_last=False)
+        return self._loader(self.test_set, drop_last=False)

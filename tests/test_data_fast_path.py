@@ -35,7 +35,7 @@ def test_same_images_and_scaling_as_torchvision(mnist_root):
     dm = datamodule(mnist_root)
     # one by one, and batched through the loader (the unshuffled test loader shares the code path)
     single = torch.stack([dm.train_set[i] for i in range(len(dm.train_set))])
-    batched = torch.cat(list(DataLoader(dm.train_set, batch_size=50, collate_fn=dm._loader(dm.train_set, False, False).collate_fn)))
+    batched = torch.cat(list(DataLoader(dm.train_set, batch_size=50, collate_fn=dm._loader(dm.train_set, drop_last=False).collate_fn)))
     assert single.shape == batched.shape == expected.shape == (256, 1, 28, 28)
     assert single.dtype == batched.dtype == torch.float32
     torch.testing.assert_close(single, expected, atol=1e-6, rtol=0)
