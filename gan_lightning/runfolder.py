@@ -33,11 +33,15 @@ def run_folder_name(default: str) -> str:
     return f"slurm-{os.environ['SLURM_JOB_ID']}" + (f"_{step}" if step.isdigit() and int(step) < 1 << 31 else "")
 
 
+def started_as_other_rank() -> bool:
+    """Started by torchrun or srun as a rank other than 0 (they give every rank RANK / SLURM_PROCID)."""
+    return any(os.environ.get(name, "0") != "0" for name in ("RANK", "SLURM_PROCID"))
+
+
 def rank_zero_subdir(subdir: str) -> str | None:
     """hydra.output_subdir for this process: None (Hydra writes no .hydra/ folder) on the other
     tasks of a multi-task SLURM or torchrun run, so that one process writes the run's config."""
-    other_rank = any(os.environ.get(name, "0") != "0" for name in ("RANK", "SLURM_PROCID"))
-    return None if other_rank else subdir
+    return None if started_as_other_rank() else subdir
 
 
 OmegaConf.register_new_resolver("run_folder_name", run_folder_name, replace=True)
@@ -48,7 +52,7 @@ def is_extra_process() -> bool:
     """One of several processes of one run, other than the first: Lightning's DDP re-runs train.py for
     them with hydra.run.dir set to the first's folder (LOCAL_RANK set); torchrun and srun start every
     rank with RANK / SLURM_PROCID. Those use the folder the first process checked."""
-    return "LOCAL_RANK" in os.environ or any(os.environ.get(name, "0") != "0" for name in ("RANK", "SLURM_PROCID"))
+    return "LOCAL_RANK" in os.environ or started_as_other_rank()
 
 
 def holds_a_run(folder: Path) -> bool:
