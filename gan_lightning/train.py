@@ -67,15 +67,29 @@ def use_default_cuda_check_without_nvidia_driver() -> None:
 use_default_cuda_check_without_nvidia_driver()
 
 
-def several_processes(trainer_cfg: DictConfig) -> bool:
+def process_count(trainer_cfg: DictConfig) -> int | None:
+    """The processes a run starts: trainer.devices (a count, "2", a list of ids or "0,1") times
+    trainer.num_nodes; None for devices=auto or -1 (every device the machine has)."""
     devices = trainer_cfg.get("devices", 1)
-    if trainer_cfg.get("num_nodes", 1) > 1:
-        return True
     if isinstance(devices, str):
-        return devices == "auto" or devices == "-1" or ("," in devices.strip(",")) or (devices.isdigit() and int(devices) > 1)
+        if "," in devices:
+            devices = [d for d in devices.split(",") if d.strip()]
+        elif devices.strip().lstrip("-").isdigit():
+            devices = int(devices)
+        else:
+            return None  # auto
     if isinstance(devices, int):
-        return devices == -1 or devices > 1
-    return len(devices) > 1  # a list of device ids
+        if devices == -1:
+            return None
+        count = devices
+    else:
+        count = len(devices)  # a list of device ids
+    return count * trainer_cfg.get("num_nodes", 1)
+
+
+def several_processes(trainer_cfg: DictConfig) -> bool:
+    count = process_count(trainer_cfg)
+    return count is None or count > 1
 
 
 def runs_on_cpu(trainer_cfg: DictConfig) -> bool:

@@ -37,19 +37,11 @@ class Job:
     devices: int  # processes the job starts (trainer.devices x trainer.num_nodes): GPUs it needs on a GPU machine
 
 
-def job_devices(cfg: DictConfig) -> int:
-    devices = OmegaConf.select(cfg, "trainer.devices", default=1)
-    if isinstance(devices, (list, tuple)) or OmegaConf.is_list(devices):
-        return len(devices)
-    if isinstance(devices, str):
-        devices = len([d for d in devices.split(",") if d.strip()]) if "," in devices else (int(devices) if devices.isdigit() else 1)
-    return max(int(devices), 1)
-
-
 def check_jobs(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[Job]:
     """Compose every job's config and check it, so a bad value in job 5 stops the sweep before job 0
     runs (one line naming the job and the key, exit 2), instead of after hours of the others."""
     from gan_lightning.config import ConfigError, validate
+    from gan_lightning.train import process_count
 
     jobs = []
     shared = set.intersection(*(set(o) for o in job_overrides)) if len(job_overrides) > 1 else set()
@@ -65,7 +57,8 @@ def check_jobs(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx
             print(f"error: sweep job #{idx} ({' '.join(swept)}): {err}; no job was started", file=sys.stderr)
             sys.exit(2)
         run_dir = Path(str(cfg.hydra.sweep.dir)) / str(OmegaConf.select(cfg, "hydra.sweep.subdir"))
-        jobs.append(Job(idx, list(overrides), run_dir, job_devices(cfg) * int(OmegaConf.select(cfg, "trainer.num_nodes", default=1))))
+        # devices=auto counts as one device here: the job takes what the launcher gives it
+        jobs.append(Job(idx, list(overrides), run_dir, process_count(cfg.trainer) or 1))
     return jobs
 
 
