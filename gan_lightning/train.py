@@ -25,8 +25,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, read_write
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
-from gan_lightning.alarms import CollapseAlarm, NonFiniteError
 from gan_lightning import runfolder
+from gan_lightning.alarms import CollapseAlarm, NonFiniteError
 from gan_lightning.callbacks import InterruptCheckpoint, Interrupted, NetworkSummary
 from gan_lightning.checkpoint import AtomicCheckpointIO, CheckpointError, check_resume, newest_last_checkpoint, read_checkpoint
 from gan_lightning.config import ConfigError, pick, validate
