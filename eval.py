@@ -1,6 +1,6 @@
-"""Score a trained generator: `python eval.py ckpt_path=<file.ckpt> data.root=<mnist root>` (see gan_lightning/metrics/commands.py)."""
+"""Score a trained generator: `python eval.py ckpt_path=<file.ckpt> data.root=<mnist root>`; `python eval.py --help`."""
 
-from gan_lightning.metrics.commands import eval_main
+from gan_lightning.evaluate import main
 
 if __name__ == "__main__":
-    eval_main()
+    main()

@@ -1,6 +1,6 @@
-"""Draw from a trained generator: `python sample.py ckpt_path=<file.ckpt> n=64 [out_dir=<dir>] [interpolate=true]` (see gan_lightning/metrics/commands.py)."""
+"""Draw from a trained generator: `python sample.py ckpt_path=<file.ckpt> n=64`; `python sample.py --help`."""
 
-from gan_lightning.metrics.commands import sample_main
+from gan_lightning.sample import main
 
 if __name__ == "__main__":
-    sample_main()
+    main()

@@ -1,13 +1,19 @@
 """Callbacks that let a researcher see the game (sample grids from fixed noise), and keep a stopped
-run resumable (a checkpoint on Ctrl-C, SIGTERM and SIGUSR1)."""
+run resumable (a checkpoint on Ctrl-C, SIGTERM and SIGUSR1), and the model summary without its
+FLOPs."""
 
+import logging
 import signal
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.callbacks import ModelSummary
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.model_summary.model_summary import get_formatted_model_size, get_human_readable_count
 from torchvision.utils import make_grid, save_image
+
+log = logging.getLogger(__name__)
 
 
 class SampleGrid(L.Callback):
@@ -64,4 +70,18 @@ class InterruptCheckpoint(L.Callback):
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)  # the full state; said, so Lightning does not log its default
+
+
+class NetworkSummary(ModelSummary):
+    """Lightning's model summary (each network's class and parameter count) without its FLOPs column
+    and total: Lightning counts FLOPs on the module's example_input_array, which a GAN (two networks,
+    noise in) has not, so they read 0. One line per network."""
+
+    @staticmethod
+    def summarize(summary_data, total_parameters, trainable_parameters, model_size, total_training_modes, total_flops, **kwargs) -> None:
+        columns = dict(summary_data)
+        for name, kind, params in zip(columns["Name"], columns["Type"], columns["Params"]):
+            log.info("%s: %s, %s parameters", name, kind, params.strip())
+        log.info("%s parameters in all (%s MB), %s trainable", get_human_readable_count(total_parameters),
+                 get_formatted_model_size(model_size), get_human_readable_count(trainable_parameters))

@@ -88,13 +88,23 @@ def check_run_folder(folder: Path, ckpt_path: str | None) -> None:
         raise RunFolderError(f"cannot write the run folder {folder}: {err.strerror or err}; choose another hydra.run.dir") from None
 
 
+# The run folder this process made, and the outermost folder made with it (outputs/ on a first run),
+# or None when the run folder existed before (a resume into it, a requeued SLURM job): train.py
+# removes them again when the run stops on bad input before it wrote anything of its own.
+created_folder: tuple[Path, Path] | None = None
+
+
 class RunFolderCheck(Callback):
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        global created_folder
         if is_extra_process():
             return
         HydraConfig.instance().set_config(config)  # so that ${hydra:...} in hydra.run.dir resolves, as in Hydra's own run_job
+        folder = Path(config.hydra.run.dir).resolve()
+        outermost_new = next((f for f in reversed([folder, *folder.parents]) if not f.exists()), None)
         try:
-            check_run_folder(Path(config.hydra.run.dir), config.get("ckpt_path"))
+            check_run_folder(folder, config.get("ckpt_path"))
+            created_folder = None if outermost_new is None else (folder, outermost_new)
         except RunFolderError as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)

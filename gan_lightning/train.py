@@ -4,8 +4,10 @@ import ctypes
 import importlib.util
 import logging
 import os
+import shutil
 import signal
 import sys
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,13 +25,15 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, read_write
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
-from gan_lightning.alarms import NonFiniteError
-from gan_lightning.callbacks import InterruptCheckpoint, Interrupted
+from gan_lightning import runfolder
+from gan_lightning.alarms import CollapseAlarm, NonFiniteError
+from gan_lightning.callbacks import InterruptCheckpoint, Interrupted, NetworkSummary
 from gan_lightning.checkpoint import AtomicCheckpointIO, CheckpointError, check_resume, newest_last_checkpoint, read_checkpoint
 from gan_lightning.config import ConfigError, pick, validate
 from gan_lightning.data import DataError, MNISTNotFoundError
 from gan_lightning.metrics.inception import InceptionUnavailable
 from gan_lightning.runfolder import slurm_batch_job
+from gan_lightning.summary import nothing_of_its_own, write_summary
 from gan_lightning.sweeps import newest_checkpoint, run_sweep_job
 
 log = logging.getLogger(__name__)
@@ -65,6 +69,35 @@ def use_default_cuda_check_without_nvidia_driver() -> None:
 
 
 use_default_cuda_check_without_nvidia_driver()
+
+
+class DropLines(logging.Filter):
+    """Drops the log records whose message starts with one of prefixes."""
+
+    def __init__(self, *prefixes: str):
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).lstrip().startswith(self.prefixes)
+
+
+# Lines every run printed that are not about the run, silenced by their text (the rest stays): the
+# tip to install Lightning's cloud logger, and a deprecation inside Lightning's own code (torch's
+# LeafSpec, used by lightning/pytorch/utilities/_pytree.py, which a newer Lightning will change).
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(DropLines("💡 Tip: For seamless cloud logging"))
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
+def lightning_lines_to_the_run_log() -> None:
+    """Lightning, imported before Hydra configures logging, gives its loggers a console handler of their
+    own and stops their lines from reaching the root logger: Hydra's handlers (the console and the
+    run folder's train.log) then never see them. Hand them back to the root logger."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        for handler in [h for h in logger.handlers if type(h) is logging.StreamHandler]:
+            logger.removeHandler(handler)
+        logger.propagate = True
 
 
 def process_count(trainer_cfg: DictConfig) -> int | None:
@@ -108,6 +141,9 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
         # Each GAN step leaves one network out of the backward pass (D's step does not need G's
         # gradients, G's step not D's), which plain DDP's unused-parameter check rejects.
         kwargs["strategy"] = "ddp_find_unused_parameters_true"
+    if cfg.trainer.get("enable_model_summary", True):
+        callbacks = [*callbacks, NetworkSummary()]  # instead of Lightning's, whose FLOPs column reads 0 here
+    kwargs["enable_model_summary"] = False  # Lightning's own
     if not cfg.trainer.get("enable_progress_bar", True):
         # trainer.enable_progress_bar=false wins over a configured bar (Lightning refuses the pair)
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
@@ -206,16 +242,47 @@ def train(cfg: DictConfig, extra_callbacks: list = ()) -> float | None:
     trainer = build_trainer(cfg, callbacks, loggers)
     log_hparams(loggers, pick(cfg, cfg.hparams_to_log), list(cfg.hparams_metrics))
 
-    with ddp_launch_scope(ckpt_path):
-        try:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-        except SIGTERMException:  # a SystemExit with code 0: a scheduler would think the run finished
-            saver = next((c for c in callbacks if isinstance(c, InterruptCheckpoint)), None)
-            saved = saver.path if saver is not None and saver.path.is_file() else None
-            raise Interrupted(saver.signum if saver else signal.SIGTERM, saved, trainer.global_step) from None
+    run_dir = HydraConfig.get().runtime.output_dir
+    try:
+        with ddp_launch_scope(ckpt_path):
+            try:
+                trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+            except SIGTERMException:  # a SystemExit with code 0: a scheduler would think the run finished
+                saver = next((c for c in callbacks if isinstance(c, InterruptCheckpoint)), None)
+                saved = saver.path if saver is not None and saver.path.is_file() else None
+                raise Interrupted(saver.signum if saver else signal.SIGTERM, saved, trainer.global_step) from None
+    except NonFiniteError as err:
+        write_summary(trainer, run_dir, "diverged", str(err))
+        raise
+    except (Interrupted, KeyboardInterrupt, SystemExit):  # Lightning ends a Ctrl-C with sys.exit(1)
+        write_summary(trainer, run_dir, "interrupted")
+        raise
+    except Exception as err:
+        if trainer.global_step > 0:  # before the first step it was bad input, which main() reports in one line
+            write_summary(trainer, run_dir, "failed", str(err).splitlines()[0] if str(err) else type(err).__name__)
+        raise
+    stopped_by = [c for c in callbacks if isinstance(c, CollapseAlarm) and c.stop and any(c.raised.values())]
+    write_summary(trainer, run_dir, "stopped by an alarm" if stopped_by else "completed")
 
     metric = trainer.callback_metrics.get(cfg.optimized_metric) if cfg.optimized_metric else None
     return None if metric is None else float(metric)
+
+
+def remove_unused_run_folder(hydra_cfg) -> None:
+    """A run stopped on bad input leaves no folder behind: the one this run made (never one that
+    existed before it: a resume into it, a requeued SLURM job) goes again while it holds nothing but
+    what Hydra wrote before the task started."""
+    if runfolder.created_folder is None:
+        return
+    folder, outermost = runfolder.created_folder  # outermost: outputs/ or outputs/runs/ when this run made them
+    if nothing_of_its_own(folder, f"{hydra_cfg.job.name}.log"):
+        logging.shutdown()  # close train.log first
+        shutil.rmtree(folder, ignore_errors=True)
+        for parent in folder.parents[: len(folder.relative_to(outermost).parts)]:
+            try:
+                parent.rmdir()  # only while empty: another run may have started in it meanwhile
+            except OSError:
+                break
 
 
 EXPECTED_ERRORS = (ConfigError, CheckpointError, DataError, MNISTNotFoundError, InceptionUnavailable)
@@ -223,6 +290,7 @@ EXPECTED_ERRORS = (ConfigError, CheckpointError, DataError, MNISTNotFoundError, 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    lightning_lines_to_the_run_log()
     OmegaConf.resolve(cfg)
     hydra_cfg = HydraConfig.get()
     try:
@@ -232,6 +300,7 @@ def main(cfg: DictConfig) -> float | None:
         return train(cfg)
     except EXPECTED_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
+        remove_unused_run_folder(hydra_cfg)
         sys.exit(2)
     except Interrupted as stop:
         # exit 128 + signal, as a process killed by it, so that schedulers and sweeps see a stop, not success

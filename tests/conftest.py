@@ -92,6 +92,13 @@ def compose_config(*overrides: str, output_dir: Path | str = "/tmp/gan-compose-t
     return cfg
 
 
+def command_config(name: str, *overrides: str) -> DictConfig:
+    """The config of eval.py (name "evaluate") or sample.py ("sample") as the command line composes it."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(name, overrides=list(overrides))
+
+
 def train_here(*overrides: str, run_dir: Path, extra_callbacks=()):
     """train(cfg) in this process, as train.py's main calls it, on the composed config; run_dir is
     the run folder. Saves starting a Python process and importing torch and Lightning (seconds) per

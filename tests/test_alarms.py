@@ -1,5 +1,6 @@
 """Alarms: a planted NaN stops the run and leaves the last good checkpoint; D-won and coverage alarms."""
 
+import json
 import logging
 import types
 
@@ -21,6 +22,7 @@ def test_planted_nan_stops_the_run_naming_step_and_loss_and_keeps_the_last_good_
     assert "last good checkpoint is" in result.stderr
     checkpoints = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert checkpoints == ["epoch000-step0000008.ckpt", "last.ckpt"]  # nothing saved after the NaN
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "diverged"
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     assert last["global_step"] == 8
     assert all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())

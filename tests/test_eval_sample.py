@@ -1,5 +1,5 @@
-"""Metrics during training, and eval.py / sample.py on the checkpoints it leaves (each script is
-started once as a user starts it; the rest calls the same functions in this process)."""
+"""Metrics during training, and eval.py / sample.py on the checkpoints it leaves (eval.py is started
+once as a user starts it; the rest runs the same Hydra apps and functions in this process)."""
 
 import json
 import subprocess
@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import FAST, PROJECT, check, run_train, train_here
-from gan_lightning.metrics import commands
+from tests.conftest import FAST, PROJECT, check, command_config, run_train, train_here
+from gan_lightning import evaluate, sample
 
 TAGS = ["eval/fid_mnist", "eval/classes_covered", "eval/kl_uniform", "eval/classifier_score"]
 pytestmark = pytest.mark.xdist_group("trained_run")  # one worker under xdist: the module's run is trained once
@@ -23,8 +23,8 @@ def scalars(run_dir) -> dict[str, list[tuple[int, float]]]:
     return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
-def run_script(script: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(PROJECT / script), *args], cwd=PROJECT, capture_output=True, text=True, timeout=300)
+def run_script(script: str, *args: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(PROJECT / script), *args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +42,11 @@ def test_training_logs_the_four_eval_scalars_every_epoch(trained_run):
     assert all(value > 0 for _, value in logged["eval/fid_mnist"])
 
 
-def test_eval_reproduces_the_logged_metrics_and_writes_json(trained_run, mnist_root):
+def test_eval_reproduces_the_logged_metrics_and_writes_json(trained_run, mnist_root, tmp_path):
     ckpt = trained_run / "checkpoints" / "last.ckpt"
-    result = run_script("eval.py", f"ckpt_path={ckpt}", f"data.root={mnist_root}", "num_samples=200", "device=cpu")
+    result = run_script("eval.py", f"ckpt_path={ckpt}", f"data.root={mnist_root}", "num_samples=200", "device=cpu", cwd=tmp_path)
     check(result)
+    assert list(tmp_path.iterdir()) == []  # no Hydra output folder or log where the command started
     printed = json.loads(result.stdout)
     assert json.loads((trained_run / "eval_last.json").read_text()) == printed
     logged = scalars(trained_run)
@@ -53,19 +54,31 @@ def test_eval_reproduces_the_logged_metrics_and_writes_json(trained_run, mnist_r
         assert printed[tag.removeprefix("eval/")] == pytest.approx(logged[tag][-1][1], rel=1e-4)
 
 
-def test_sample_writes_a_grid_a_folder_and_an_interpolation(trained_run, tmp_path):
+def test_sample_writes_a_grid_a_folder_and_an_interpolation(trained_run, tmp_path, monkeypatch):
     ckpt = trained_run / "checkpoints" / "last.ckpt"
-    check(run_script("sample.py", f"ckpt_path={ckpt}", "n=16", "nrow=4"))
+    monkeypatch.chdir(tmp_path)  # Hydra must leave nothing in the folder the command starts from
+    monkeypatch.setattr(sys, "argv", ["sample.py", f"ckpt_path={ckpt}", "n=16", "nrow=4"])
+    sample.main()  # the Hydra app, as its command line starts it
+    assert list(tmp_path.iterdir()) == []
     assert Image.open(trained_run / "samples_last.png").size == (4 * 30 + 2, 4 * 30 + 2)  # make_grid: 28 px + 2 px padding
-    # the other two forms in this process (the command line above already showed the entry point)
-    commands.sample(commands.parse([f"ckpt_path={ckpt}", "n=12", f"out_dir={tmp_path / 'pngs'}"], commands.SAMPLE_ARGS))
+    sample.sample(command_config("sample", f"ckpt_path={ckpt}", "n=12", f"out_dir={tmp_path / 'pngs'}"))
     pngs = sorted((tmp_path / "pngs").iterdir())
     assert len(pngs) == 12 and Image.open(pngs[0]).size == (28, 28)
-    commands.sample(commands.parse([f"ckpt_path={ckpt}", "interpolate=true", "rows=3", "steps=5", f"out={tmp_path / 'lerp.png'}"], commands.SAMPLE_ARGS))
+    sample.sample(command_config("sample", f"ckpt_path={ckpt}", "interpolate=true", "rows=3", "steps=5", f"out={tmp_path / 'lerp.png'}"))
     assert Image.open(tmp_path / "lerp.png").size == (5 * 30 + 2, 3 * 30 + 2)
 
 
-@pytest.mark.parametrize("main", [commands.eval_main, commands.sample_main])
+@pytest.mark.parametrize("main, says", [(evaluate.main, "data:\n  root: data"), (sample.main, "interpolate: false")])
+def test_help_lists_the_commands_options(main, says, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["cmd", "--help"])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "ckpt_path: null" in out and says in out and "Configuration groups" not in out  # train.py's groups are not its options
+
+
+@pytest.mark.parametrize("main", [evaluate.main, sample.main])
 def test_a_broken_checkpoint_gives_a_one_line_error(main, tmp_path, monkeypatch, capsys):
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_text("not a checkpoint")
@@ -77,16 +90,23 @@ def test_a_broken_checkpoint_gives_a_one_line_error(main, tmp_path, monkeypatch,
     assert line.startswith(f"error: {garbage} is not a usable gan-lightning checkpoint")
 
 
-@pytest.mark.parametrize("main", [commands.eval_main, commands.sample_main])
+@pytest.mark.parametrize("main", [evaluate.main, sample.main])
 @pytest.mark.parametrize("args, message", [(["ckpt_path=missing.ckpt"], "error: checkpoint not found: missing.ckpt"),
                                            ([], "error: ckpt_path=<file.ckpt> is required"),
-                                           (["ckpt_path=x.ckpt", "colour=red"], "error: unknown argument 'colour=red'")])
+                                           (["ckpt_path=x.ckpt", "device=gpu"], "error: device must be auto, cpu, cuda or cuda:<index>, got gpu")])
 def test_bad_arguments_give_a_one_line_error(main, args, message, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["cmd", *args])
     with pytest.raises(SystemExit) as exit_:
         main()
     assert exit_.value.code == 2
     assert capsys.readouterr().err.startswith(message)
+
+
+def test_an_unknown_option_is_refused_by_hydra_as_for_train(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["cmd", "ckpt_path=x.ckpt", "colour=red"])
+    with pytest.raises(SystemExit) as exit_:
+        sample.main()
+    assert exit_.value.code == 1 and "Could not override 'colour'" in capsys.readouterr().err
 
 
 def test_ddp_evaluation_equals_one_process(mnist_root, tmp_path, capsys):
@@ -96,8 +116,8 @@ def test_ddp_evaluation_equals_one_process(mnist_root, tmp_path, capsys):
     ddp = check(run_train(*FAST, f"data.root={mnist_root}", f"hydra.run.dir={run_dir}", "trainer.devices=2", "loss=minimax",
                           "trainer.limit_train_batches=2", *EVAL, timeout=400, env={"PYTHONWARNINGS": "default"}))
     assert "self.log('eval/" not in ddp.stdout + ddp.stderr  # no Lightning warning per metric and evaluation
-    printed = commands.evaluate(commands.parse([f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", f"data.root={mnist_root}",
-                                                "num_samples=200", "device=cpu"], commands.EVAL_ARGS))
+    printed = evaluate.evaluate(command_config("evaluate", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", f"data.root={mnist_root}",
+                                               "num_samples=200", "device=cpu"))
     logged = scalars(run_dir)
     for tag in TAGS:
         assert printed[tag.removeprefix("eval/")] == pytest.approx(logged[tag][-1][1], rel=1e-4)

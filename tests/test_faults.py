@@ -156,17 +156,19 @@ def test_runs_that_could_not_train_or_evaluate_stop_before_the_first_step(train_
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-@pytest.mark.parametrize("main, arg, message", [
-    ("sample_main", "n=0", "error: n must be an integer >= 1, got 0"),
-    ("sample_main", "n=-1", "error: n must be an integer >= 1, got -1"),
-    ("eval_main", "num_samples=1", "error: num_samples must be an integer >= 2, got 1"),
+@pytest.mark.parametrize("command, arg, message", [
+    ("sample", "n=0", "error: n must be an integer >= 1, got 0"),
+    ("sample", "n=-1", "error: n must be an integer >= 1, got -1"),
+    ("sample", "n=many", "error: n must be an integer >= 1, got many"),
+    ("sample", "interpolate=maybe", "error: interpolate must be true or false, got maybe"),
+    ("evaluate", "num_samples=1", "error: num_samples must be an integer >= 2, got 1"),
 ])
-def test_eval_and_sample_refuse_impossible_counts_in_one_line(main, arg, message, monkeypatch, capsys):
-    from gan_lightning.metrics import commands
+def test_eval_and_sample_refuse_impossible_counts_in_one_line(command, arg, message, monkeypatch, capsys):
+    import importlib
 
     monkeypatch.setattr(sys, "argv", ["cmd", "ckpt_path=x.ckpt", arg])
     with pytest.raises(SystemExit) as exit_:
-        getattr(commands, main)()
+        importlib.import_module(f"gan_lightning.{command}").main()  # the Hydra app, as its command line starts it
     assert exit_.value.code == 2 and capsys.readouterr().err == message + "\n"
 
 

@@ -20,10 +20,10 @@ pytestmark = pytest.mark.xdist_group("inception")
 pytest.importorskip("torch_fidelity", reason="Inception FID needs torch-fidelity, installed with the dev extra")
 from torch_fidelity import feature_extractor_inceptionv3 as fidelity_inception  # noqa: E402
 
-from tests.conftest import FAST, make_tiny_mnist, train_here  # noqa: E402
+from tests.conftest import FAST, command_config, make_tiny_mnist, train_here  # noqa: E402
 from tests.test_metrics import render_digits  # noqa: E402
 from gan_lightning.data import scale_to_tanh_range  # noqa: E402
-from gan_lightning.metrics import commands  # noqa: E402
+from gan_lightning.evaluate import evaluate  # noqa: E402
 from gan_lightning.metrics.inception import WEIGHTS_FILE, InceptionUnavailable, inception_fid  # noqa: E402
 from gan_lightning.metrics.quality import SampleQuality  # noqa: E402
 
@@ -104,6 +104,6 @@ def test_training_without_the_weights_stops_before_the_first_step(small_mnist, t
 
 def test_eval_command_reports_fid_inception_when_asked(inception_run, small_mnist, weights_file):
     args = [f"ckpt_path={inception_run / 'checkpoints' / 'last.ckpt'}", f"data.root={small_mnist}", "num_samples=8", "device=cpu"]
-    with_inception = commands.evaluate(commands.parse([*args, "inception=true", f"inception_weights={weights_file}"], commands.EVAL_ARGS))
+    with_inception = evaluate(command_config("evaluate", *args, "inception=true", f"inception_weights={weights_file}"))
     assert with_inception["fid_inception"] > 0
-    assert "fid_inception" not in commands.evaluate(commands.parse(args, commands.EVAL_ARGS))  # off by default
+    assert "fid_inception" not in evaluate(command_config("evaluate", *args))  # off by default

@@ -38,11 +38,29 @@ def checkpoint(path: Path) -> dict:
 
 def test_a_run_writes_config_checkpoint_scalars_images_and_hparams(mnist_root, tmp_path):
     run = tmp_path / "run"
-    # min_classes_covered=11: the coverage alarm (at most 10 classes) warns after the last epoch
-    check(run_train(f"data.root={mnist_root}", f"hydra.run.dir={run}", *FAST, "trainer.max_epochs=2", "callbacks.collapse_alarm.min_classes_covered=11"))
+    # min_classes_covered=11: the coverage alarm (at most 10 classes) warns after the last epoch.
+    # With the model summary, and Python's default warnings: what a user's console shows.
+    fast = [o for o in FAST if not o.startswith("trainer.enable_model_summary")]
+    result = check(run_train(f"data.root={mnist_root}", f"hydra.run.dir={run}", *fast, "trainer.max_epochs=2",
+                             "callbacks.collapse_alarm.min_classes_covered=11", env={"PYTHONWARNINGS": "default"}))
     assert (run / ".hydra" / "config.yaml").is_file()
-    # the project's warnings reach the run's log file (Hydra's file handler)
-    assert "[gan_lightning.alarms][WARNING] - alarm/low_coverage: step 16" in (run / "train.log").read_text()
+    # the project's warnings and Lightning's lines reach the run's log file (Hydra's file handler)
+    log = (run / "train.log").read_text()
+    assert "[gan_lightning.alarms][WARNING] - alarm/low_coverage: step 16" in log
+    assert "`Trainer.fit` stopped: `max_epochs=2` reached." in log
+    # the end of the run: where it is, its final metrics, what to resume from, how to watch it
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["steps"] == 2 * BATCHES and summary["run_dir"] == str(run)
+    assert summary["checkpoint"] == str(run / "checkpoints" / "last.ckpt")
+    assert {"eval/fid_mnist", "eval/classes_covered", "train/loss_d", "train/loss_g"} <= set(summary["metrics"])
+    console = result.stdout + result.stderr
+    for line in (f"run completed at step {2 * BATCHES}: {run}", f"resume: ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+                 f"tensorboard --logdir {run}", "final: fid_mnist "):
+        assert line in console and line in log
+    # the model summary, one line per network, and none of the lines that are not about the run
+    assert "generator: MLPGenerator, 293 K parameters" in console
+    for noise in ("FLOPs", "litlogger", "LeafSpec"):
+        assert noise not in console
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert sorted(p.name for p in (run / "samples").glob("*.png")) == ["epoch_000.png", "epoch_001.png"]
     acc = events(run)
@@ -147,10 +165,10 @@ def test_same_seed_same_losses_other_seed_other_losses(train_in_process, tmp_pat
 
 def test_an_impossible_value_fails_before_training_with_one_line(mnist_root, tmp_path):
     """The command line's side of every refused value (the values themselves: tests/test_config.py)."""
-    result = run_train(f"data.root={mnist_root}", f"hydra.run.dir={tmp_path}", "optim.lr_g=0")
+    result = run_train(f"data.root={mnist_root}", f"hydra.run.dir={tmp_path / 'outputs' / 'runs' / 'run'}", "optim.lr_g=0")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["error: optim.lr_g must be a finite number > 0, got 0"]
-    assert not (tmp_path / "checkpoints").exists()
+    assert list(tmp_path.iterdir()) == []  # no empty run folder (nor outputs/runs/) left behind
 
 
 @pytest.mark.parametrize("override", ["optim.lr_d=-0.001", "data.batch_size=0", "optim.d_steps=0"])
@@ -211,9 +229,11 @@ def test_ctrl_c_leaves_a_checkpoint_to_resume_from(mnist_root, tmp_path, train_i
                 pytest.fail("still running 120 s after Ctrl-C:\n" + log.read_text()[-3000:])
         finally:
             proc.kill()
-    assert "Detected KeyboardInterrupt" in log.read_text()
+    assert "Detected KeyboardInterrupt" in log.read_text() and "weights_only" not in log.read_text()
     interrupted = run / "checkpoints" / "interrupted.ckpt"
     assert interrupted.is_file()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["checkpoint"] == str(interrupted)
     stopped_at = checkpoint(interrupted)["global_step"]
     assert stopped_at >= 3 * BATCHES
     train_in_process(f"trainer.max_epochs={stopped_at // BATCHES + 2}", f"ckpt_path={interrupted}", run_dir=resumed)

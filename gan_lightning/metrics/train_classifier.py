@@ -1,6 +1,9 @@
 """Train the reference MNIST classifier and record its weights' checksum and test accuracy.
 
     python -m gan_lightning.metrics.train_classifier data_root=../shared/data
+    python -m gan_lightning.metrics.train_classifier --help    # its options (conf/train_classifier.yaml)
+
+A Hydra app like the other commands (key=value, --help); it writes no Hydra folder or log.
 
 Seeded and single-threaded by default, so the same command on the same torch version gives the
 same weights. Reads MNIST through gan_lightning.data, the same code path (and [-1, 1] scaling)
@@ -9,17 +12,18 @@ small misalignments of generated digits.
 """
 
 import json
-import sys
 import time
 from pathlib import Path
 
+import hydra
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
 
 from gan_lightning.data import load_mnist_images, scale_to_tanh_range
 from gan_lightning.metrics.classifier import RECORD, WEIGHTS, MNISTClassifier, sha256
+from gan_lightning.train import CONFIG_DIR
 
-DEFAULTS = {"data_root": "data", "epochs": 8, "batch_size": 128, "lr": 1e-3, "seed": 0, "threads": 1, "out": str(WEIGHTS)}
 
 
 def load_labels(root: str, train: bool) -> torch.Tensor:
@@ -85,15 +89,12 @@ def train(data_root: str, epochs: int, batch_size: int, lr: float, seed: int, th
     return record
 
 
-def parse(argv: list[str]) -> dict:
-    args = dict(DEFAULTS)
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in DEFAULTS:
-            sys.exit(f"error: unknown argument {arg!r}; expected key=value with key in {sorted(DEFAULTS)}")
-        args[key] = type(DEFAULTS[key])(value)
-    return args
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train_classifier")
+def main(cfg: DictConfig) -> None:
+    options = OmegaConf.to_container(cfg)
+    options["out"] = options["out"] or str(WEIGHTS)
+    train(**options)
 
 
 if __name__ == "__main__":
-    train(**parse(sys.argv[1:]))
+    main()
