@@ -12,8 +12,8 @@ from torchvision.utils import make_grid, save_image
 
 class SampleGrid(L.Callback):
     """At the end of every epoch: the generator's images for the fixed sample noise, as a
-    TensorBoard image ("eval/samples": beside FID and coverage in the card group TensorBoard opens
-    first) and as a PNG in dirpath. Rank 0 only."""
+    TensorBoard image ("train/samples": one card per run, after the training scalars, so that the
+    cards of a large sweep do not push the losses down) and as a PNG in dirpath. Rank 0 only."""
 
     def __init__(self, dirpath: str, nrow: int = 8):
         self.dirpath = Path(dirpath)
@@ -28,7 +28,7 @@ class SampleGrid(L.Callback):
         save_image(grid, self.dirpath / f"epoch_{trainer.current_epoch:03d}.png")
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image("eval/samples", grid, global_step=trainer.global_step)
+                logger.experiment.add_image("train/samples", grid, global_step=trainer.global_step)
 
 
 class Interrupted(BaseException):

@@ -46,10 +46,11 @@ def test_report_of_a_sweep_pools_seeds_and_lists_the_crashed_job(mnist_root, tmp
     assert sorted(runs) == ["0_seed=1", "1_seed=2"]  # job 2 crashed before logging
     for run, tags in runs.items():
         # Time Series groups cards by the tag's first part, in the order of the sorted tags, and opens
-        # the first two groups: FID, coverage and samples, then losses, D(x), D(G(z)); the alarms after.
+        # the first two groups: FID and coverage, then losses, D(x), D(G(z)) and samples; alarms after.
         assert groups(tags) == ["eval", "train", "warning"], tags  # no `epoch` staircase
-        assert {"eval/fid_mnist", "eval/classes_covered", "eval/samples"} <= set(tags)
-        assert {"train/loss_d", "train/loss_g", "train/d_real", "train/d_fake"} <= set(tags)
+        assert {"eval/fid_mnist", "eval/classes_covered"} <= set(tags)
+        assert {"train/loss_d", "train/loss_g", "train/d_real", "train/d_fake", "train/samples"} <= set(tags)
+        assert sorted(tag for tag in tags if tag.startswith("train/"))[-1] == "train/samples"  # the grids last
     # HPARAMS: the param that differs between the runs (the swept seed) is the first column, ticked
     # (the page ticks the first 5 params and the first 5 metrics), with the eval metrics beside it
     params = [(info.name, info.differs) for info in experiment.hparam_infos]
@@ -103,7 +104,7 @@ def fake_run(folder, overrides, epochs_logged, max_epochs=2, eval_metrics=False,
         writer.add_scalar("train/d_fake", 0.5 / (1 + step), step)
         writer.add_scalar("train/grad_norm_g", 1.0 + seed, step)
     for epoch in range(epochs_logged):  # the sample grid at the end of every epoch, the eval just before it
-        writer.add_image("eval/samples", np.zeros((1, 4, 4)), (epoch + 1) * 100)
+        writer.add_image("train/samples", np.zeros((1, 4, 4)), (epoch + 1) * 100)
         if eval_metrics:
             writer.add_scalar("eval/fid_mnist", 100.0 / (epoch + 1) + seed, epoch * 100 + 99)
             writer.add_scalar("eval/classes_covered", 10, epoch * 100 + 99)
