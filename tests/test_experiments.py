@@ -47,7 +47,7 @@ def test_report_of_a_sweep_pools_seeds_and_lists_the_crashed_job(mnist_root, tmp
     for run, tags in runs.items():
         # Time Series groups cards by the tag's first part, in the order of the sorted tags, and opens
         # the first two groups: FID and coverage, then losses, D(x), D(G(z)) and samples; alarms after.
-        assert groups(tags) == ["eval", "train", "warning"], tags  # no `epoch` staircase
+        assert groups(tags) == ["eval", "train", "wall_time", "warning"], tags  # no `epoch` staircase
         assert {"eval/fid_mnist", "eval/classes_covered"} <= set(tags)
         assert {"train/loss_d", "train/loss_g", "train/d_real", "train/d_fake", "train/samples"} <= set(tags)
         assert sorted(tag for tag in tags if tag.startswith("train/"))[-1] == "train/samples"  # the grids last
