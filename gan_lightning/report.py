@@ -72,7 +72,10 @@ class Run:
         sample grids in TensorBoard (whose logger leaves out Lightning's `epoch` scalar), else from
         that scalar (a CSV log, TensorBoard runs of older versions). None when neither is there."""
         if self.epoch_ends:
-            return sum(end < step for end in self.epoch_ends)
+            # counted from the run's first grid: a run resumed into a new folder starts at a later epoch
+            grids = sorted((self.path / "samples").glob("epoch_*.png"))
+            first = int(grids[0].stem.split("_")[1]) if grids else 0
+            return first + sum(end < step for end in self.epoch_ends)
         epochs = [int(v) for s, v in self.scalars.get("epoch", []) if s <= step]
         return max(epochs) if epochs else None
 
