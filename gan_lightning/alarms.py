@@ -3,7 +3,8 @@
 NonFiniteAlarm stops the run before a NaN or infinite loss or gradient reaches the weights.
 CollapseAlarm warns (and can stop) when D has won for a sustained window or when the measured
 mode coverage falls below a threshold: a warning in the log, a TensorBoard text entry, and a 0/1
-scalar per alarm (alarm/d_won, alarm/low_coverage).
+scalar per alarm (warning/d_won, warning/low_coverage: a tag group that TensorBoard sorts after
+the eval and train groups it opens on).
 """
 
 import logging
@@ -151,7 +152,7 @@ class CollapseAlarm(L.Callback):
 
     def flag(self, trainer: L.Trainer, name: str, on: bool, message: str) -> None:
         for logger in trainer.loggers:
-            logger.log_metrics({f"alarm/{name}": float(on)}, step=trainer.global_step)
+            logger.log_metrics({f"warning/{name}": float(on)}, step=trainer.global_step)
         if not on:
             self.raised[name] = False
             return
@@ -159,9 +160,9 @@ class CollapseAlarm(L.Callback):
             self.raised[name] = True
             text = f"step {trainer.global_step}: {message}" + (" Stopping (alarm stop=true)." if self.stop else "")
             if trainer.is_global_zero:
-                log.warning("alarm/%s: %s", name, text)
+                log.warning("warning/%s: %s", name, text)
                 for logger in trainer.loggers:
                     if isinstance(logger, TensorBoardLogger):
-                        logger.experiment.add_text(f"alarm/{name}", text, global_step=trainer.global_step)
+                        logger.experiment.add_text(f"warning/{name}", text, global_step=trainer.global_step)
         if self.stop:
             trainer.should_stop = True

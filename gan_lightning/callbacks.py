@@ -18,7 +18,8 @@ log = logging.getLogger(__name__)
 
 class SampleGrid(L.Callback):
     """At the end of every epoch: the generator's images for the fixed sample noise, as a
-    TensorBoard image ("samples") and as a PNG in dirpath. Rank 0 only."""
+    TensorBoard image ("train/samples": one card per run, after the training scalars, so that the
+    cards of a large sweep do not push the losses down) and as a PNG in dirpath. Rank 0 only."""
 
     def __init__(self, dirpath: str, nrow: int = 8):
         self.dirpath = Path(dirpath)
@@ -33,7 +34,7 @@ class SampleGrid(L.Callback):
         save_image(grid, self.dirpath / f"epoch_{trainer.current_epoch:03d}.png")
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image("samples", grid, global_step=trainer.global_step)
+                logger.experiment.add_image("train/samples", grid, global_step=trainer.global_step)
 
 
 class Interrupted(BaseException):

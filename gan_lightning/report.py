@@ -28,6 +28,7 @@ from gan_lightning.sweeps import read_status  # noqa: E402
 # Scalars logged by the eval callback and by GAN.training_step (x-axis: batches = generator steps).
 FID, CLASSES, KL, SCORE = "eval/fid_mnist", "eval/classes_covered", "eval/kl_uniform", "eval/classifier_score"
 TRAIN_TAGS = ["train/loss_d", "train/loss_g", "train/d_real", "train/d_fake", "train/grad_norm_g"]
+SAMPLES = ("train/samples", "samples")  # the sample grid image of every epoch's end (its tag before issue 14)
 POOLED_KEYS = {"seed"}  # overrides that make repetitions of one configuration, not a new one
 
 Series = list[tuple[int, float]]  # (step, value)
@@ -41,6 +42,7 @@ class Run:
     config: dict
     scalars: dict[str, Series] = field(default_factory=dict)
     wall_time: float | None = None  # seconds from the first to the last logged event
+    epoch_ends: list[int] = field(default_factory=list)  # steps of the sample grids, one at the end of each epoch
     has_log: bool = False  # TensorBoard event files or a metrics.csv were found
     problem: str | None = None  # why the run is left out (crashed, unfinished, no logs); None when complete
 
@@ -66,7 +68,14 @@ class Run:
         return min(values) if lower_is_better else max(values)
 
     def epoch_at(self, step: int) -> int | None:
-        """The epoch a step belongs to, from the `epoch` scalar Lightning logs beside every metric."""
+        """The epoch (0-based) a step belongs to: the epochs that ended before it, from the steps of the
+        sample grids in TensorBoard (whose logger leaves out Lightning's `epoch` scalar), else from
+        that scalar (a CSV log, TensorBoard runs of older versions). None when neither is there."""
+        if self.epoch_ends:
+            # counted from the run's first grid: a run resumed into a new folder starts at a later epoch
+            grids = sorted((self.path / "samples").glob("epoch_*.png"))
+            first = int(grids[0].stem.split("_")[1]) if grids else 0
+            return first + sum(end < step for end in self.epoch_ends)
         epochs = [int(v) for s, v in self.scalars.get("epoch", []) if s <= step]
         return max(epochs) if epochs else None
 
@@ -79,14 +88,16 @@ def override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
-def read_tensorboard(run_dir: Path) -> tuple[dict[str, Series], float | None]:
-    """All scalars of the run's event files (several files are merged by step), and the wall time."""
+def read_tensorboard(run_dir: Path) -> tuple[dict[str, Series], float | None, list[int]]:
+    """All scalars of the run's event files (several files are merged by step), the wall time, and the
+    steps of the sample grids (the ends of the epochs)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     scalars: dict[str, dict[int, float]] = defaultdict(dict)
+    epoch_ends: set[int] = set()
     first, last = math.inf, -math.inf
     for folder in sorted({f.parent for f in run_dir.rglob("events.out.tfevents.*")}):
-        acc = EventAccumulator(str(folder), size_guidance={"scalars": 0, "images": 1})
+        acc = EventAccumulator(str(folder), size_guidance={"scalars": 0, "images": 0})
         acc.Reload()
         try:
             first = min(first, acc.FirstEventTimestamp())
@@ -98,8 +109,10 @@ def read_tensorboard(run_dir: Path) -> tuple[dict[str, Series], float | None]:
                 last = max(last, event.wall_time)
         for tag in acc.Tags()["images"]:
             last = max([last, *(event.wall_time for event in acc.Images(tag))])
+            if tag in SAMPLES:
+                epoch_ends.update(event.step for event in acc.Images(tag))
     wall = last - first if math.isfinite(first) and math.isfinite(last) else None
-    return {tag: sorted(points.items()) for tag, points in scalars.items()}, wall
+    return {tag: sorted(points.items()) for tag, points in scalars.items()}, wall, sorted(epoch_ends)
 
 
 def read_csv_log(path: Path, started: float) -> tuple[dict[str, Series], float]:
@@ -124,7 +137,7 @@ def load_run(run_dir: Path, name: str) -> Run:
     csv_logs = sorted(run_dir.rglob("metrics.csv"))
     run.has_log = bool(csv_logs) or any(run_dir.rglob("events.out.tfevents.*"))
     if any(run_dir.rglob("events.out.tfevents.*")):
-        run.scalars, run.wall_time = read_tensorboard(run_dir)
+        run.scalars, run.wall_time, run.epoch_ends = read_tensorboard(run_dir)
     elif csv_logs:
         run.scalars, run.wall_time = read_csv_log(csv_logs[-1], (hydra_dir / "config.yaml").stat().st_mtime)
     run.problem = find_problem(run)
@@ -153,8 +166,11 @@ def find_problem(run: Run) -> str | None:
     max_epochs = trainer.get("max_epochs")
     samples = run.last_sample()
     # An epoch's sample grid is written when it ends. Without grids, the last epoch seen in the
-    # scalars counts as done (a crash inside it then goes unnoticed).
-    epochs_done = int(samples.stem.split("_")[1]) + 1 if samples else (run.epoch_at(last_step) or 0) + 1
+    # scalars counts as done (a crash inside it then goes unnoticed); nothing is judged without either.
+    last_epoch = int(samples.stem.split("_")[1]) if samples else run.epoch_at(last_step)
+    if last_epoch is None:
+        return None
+    epochs_done = last_epoch + 1
     if max_epochs is not None and max_epochs > 0 and epochs_done < max_epochs:
         return f"unfinished: {epochs_done} of {max_epochs} epochs done (crashed, interrupted or still running)"
     return None

@@ -23,7 +23,7 @@ def shown_path(path: Path | str) -> str:
 
 
 def final_metrics(trainer: L.Trainer) -> dict[str, float]:
-    """Every scalar the run logged last (eval/..., train/..., alarm/...), as plain floats (not the
+    """Every scalar the run logged last (eval/..., train/..., warning/...), as plain floats (not the
     progress bar's short copies of the losses)."""
     return {name: round(float(value), 6) for name, value in sorted(trainer.callback_metrics.items()) if "/" in name and value.numel() == 1}
 
@@ -76,6 +76,7 @@ def read_summary(run_dir: Path | str) -> dict | None:
 
 def nothing_of_its_own(folder: Path, job_log: str) -> bool:
     """The run folder holds only what Hydra writes before the task starts (.hydra/, the job's log)
-    and at most the TensorBoard folder opened before the first step: no checkpoint, no sample grid,
-    no summary. What a run that stopped on bad input leaves."""
-    return folder.is_dir() and all(p.name in (".hydra", job_log, "tensorboard") for p in folder.iterdir())
+    and at most the TensorBoard event file and Lightning's hparams.yaml written before the first step:
+    no checkpoint, no sample grid, no summary. What a run that stopped on bad input leaves."""
+    return folder.is_dir() and all(p.name in (".hydra", job_log, "hparams.yaml") or p.name.startswith("events.out.tfevents.")
+                                   for p in folder.iterdir())

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from gan_lightning.alarms import NonFiniteError
 
@@ -32,18 +32,48 @@ STATUS_FILE = "job_status.json"
 FINISHED = ("completed", "diverged")
 
 
-def folder_name(text: str, limit: int = 120) -> str:
-    """A job's folder name from its overrides, cut to `limit` characters plus a hash of the whole
-    when longer: file systems refuse names over 255 bytes, and a sweep with many fixed overrides
-    (or Optuna's long floats) makes longer ones. Used in conf/hydra/default.yaml as ${folder_name:...}."""
-    if len(text) <= limit:
-        return text
-    import hashlib
+def folder_name(num: int, overrides: str, limit: int = 120) -> str:
+    """A sweep job's folder name: its number, then its overrides (Hydra's override_dirname, which
+    leaves out those every job shares: NameJobsBySweptKeys), e.g. `0_optim.lr_d=0.0001,optim.lr_g=0.0001`;
+    TensorBoard names the job's run so. Overrides longer than `limit` characters are cut, with a hash
+    of the whole: file systems refuse names over 255 bytes, and Optuna's long floats make long ones.
+    Used in conf/hydra/default.yaml as ${folder_name:...}."""
+    if len(overrides) > limit:
+        import hashlib
 
-    return f"{text[:limit]}_{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+        overrides = f"{overrides[:limit]}_{hashlib.sha1(overrides.encode()).hexdigest()[:8]}"
+    return f"{num}_{overrides}" if overrides else str(num)
 
 
 OmegaConf.register_new_resolver("folder_name", folder_name, replace=True)
+
+
+def shared_keys(config: DictConfig) -> list[str]:
+    """The keys a multirun sets to one value for all its jobs (data.root=..., trainer.max_steps=200),
+    from its command line and hydra.sweeper.params: every override that is not a sweep (a,b /
+    range() / choice() / interval())."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    lines = [*config.hydra.overrides.task, *(f"{key}={value}" for key, value in params.items())]
+    overrides = OverridesParser.create().parse_overrides(lines)
+    swept = {o.key_or_group for o in overrides if o.is_sweep_override()}
+    return sorted({o.key_or_group for o in overrides} - swept)
+
+
+class NameJobsBySweptKeys(Callback):
+    """At the start of a multirun, leave the overrides all its jobs share out of the job folder names,
+    so that they say what tells the jobs apart, short enough for TensorBoard's list of runs. Hydra's
+    own override_dirname.exclude_keys does it, set through the sweep's hydra overrides, from which
+    Hydra composes every job's config (whatever the launcher)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        excluded = list(config.hydra.job.config.override_dirname.exclude_keys)
+        more = [key for key in shared_keys(config) if key not in excluded]
+        if more:
+            keys = ",".join(f"'{key}'" for key in excluded + more)  # quoted: a group key may hold '@' or '/'
+            with read_write(config.hydra.overrides):
+                config.hydra.overrides.hydra.append(f"hydra.job.config.override_dirname.exclude_keys=[{keys}]")
 
 
 def read_status(run_dir: Path) -> dict | None:

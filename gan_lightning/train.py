@@ -195,14 +195,17 @@ def ddp_launch_scope(ckpt_path: str | None = None):
 
 
 @rank_zero_only
-def log_hparams(loggers: list, params: dict, metric_names: list[str]) -> None:
-    """Fill TensorBoard's hparams tab, linking the run's params to scalars logged under metric_names.
-    (Lightning's log_hyperparams would also write a placeholder value for each metric.)"""
+def log_hparams(loggers: list, params: dict) -> None:
+    """Fill TensorBoard's HPARAMS tab with the run's params: its session start summary alone. Without
+    an experiment summary TensorBoard builds the table from every run under --logdir: it marks the
+    params whose values differ between runs (a sweep's swept ones), lists and ticks those first, and
+    offers every scalar as a metric column. One experiment summary per run (torch's hparams() and
+    Lightning's log_hyperparams write one) makes it take an arbitrary run's list instead, sorted by
+    name, with the swept learning rates unticked among the last."""
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
-            writer = logger.experiment._get_file_writer()
-            for summary in hparams_summary(params, {name: 0.0 for name in metric_names}):
-                writer.add_summary(summary)
+            _, session_start, _ = hparams_summary(params, {})
+            logger.experiment._get_file_writer().add_summary(session_start)
 
 
 def resume_from(cfg: DictConfig) -> str | None:
@@ -240,7 +243,7 @@ def train(cfg: DictConfig, extra_callbacks: list = ()) -> float | None:
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None] + list(extra_callbacks)
     loggers = [instantiate(c) for c in (cfg.logger or {}).values() if c is not None]
     trainer = build_trainer(cfg, callbacks, loggers)
-    log_hparams(loggers, pick(cfg, cfg.hparams_to_log), list(cfg.hparams_metrics))
+    log_hparams(loggers, pick(cfg, cfg.hparams_to_log))
 
     run_dir = HydraConfig.get().runtime.output_dir
     try:

@@ -60,7 +60,7 @@ def test_d_won_alarm_needs_a_sustained_window_and_can_stop(caplog):
             trainer.global_step = step
             alarm.check(trainer)
             assert trainer.should_stop is (step - 40 >= 100)
-    assert "alarm/d_won" in caplog.text and "D has won since step 40" in caplog.text
+    assert "warning/d_won" in caplog.text and "D has won since step 40" in caplog.text
     # One ordinary check resets the window.
     alarm = CollapseAlarm(window_steps=100)
     for step, d_fake in ((40, 0.001), (90, 0.3), (150, 0.001), (200, 0.001)):
@@ -87,11 +87,11 @@ def test_alarms_fire_in_a_real_run_with_flags_and_text_entries(train_in_process,
                          "callbacks.collapse_alarm.window_steps=4", "callbacks.collapse_alarm.min_classes_covered=11",
                          "eval.num_samples=200", "eval.batch_size=100")
     run = tmp_path / "run"
-    events = EventAccumulator(str(next((run / "tensorboard").glob("events*"))), size_guidance={"tensors": 0})
+    events = EventAccumulator(str(next(run.glob("events*"))), size_guidance={"tensors": 0})
     events.Reload()
-    flags = [(e.step, e.value) for e in events.Scalars("alarm/d_won")]
+    flags = [(e.step, e.value) for e in events.Scalars("warning/d_won")]
     assert flags[:6] == [(1, 0.0), (2, 0.0), (3, 0.0), (4, 0.0), (5, 1.0), (6, 1.0)]
-    assert [e.value for e in events.Scalars("alarm/low_coverage")] == [1.0]
-    assert {"alarm/d_won/text_summary", "alarm/low_coverage/text_summary"} <= set(events.Tags()["tensors"])
+    assert [e.value for e in events.Scalars("warning/low_coverage")] == [1.0]
+    assert {"warning/d_won/text_summary", "warning/low_coverage/text_summary"} <= set(events.Tags()["tensors"])
     # the warnings go to the run's log (train.log in a run of train.py: Hydra's file handler on the root logger)
-    assert "alarm/d_won" in caplog.text and "alarm/low_coverage: step 8: mode collapse" in caplog.text
+    assert "warning/d_won" in caplog.text and "warning/low_coverage: step 8: mode collapse" in caplog.text

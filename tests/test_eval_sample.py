@@ -18,7 +18,7 @@ EVAL = ["eval.num_samples=200", "eval.every_n_epochs=1", "eval.batch_size=64"]
 
 
 def scalars(run_dir) -> dict[str, list[tuple[int, float]]]:
-    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events = EventAccumulator(str(run_dir))
     events.Reload()
     return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 

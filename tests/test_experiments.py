@@ -2,9 +2,8 @@
 
 import struct
 
+import numpy as np
 import yaml
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tensorboard.plugins.hparams import plugin_data_pb2
 from torch.utils.tensorboard import SummaryWriter
 
 from tests.conftest import FAST, run_train
@@ -41,23 +40,50 @@ def test_report_of_a_sweep_pools_seeds_and_lists_the_crashed_job(mnist_root, tmp
     assert float(rows[0].split("|")[3].split("±")[0]) > 0
     assert png_size(sweep / "fid_vs_epoch.png")[0] > 100
 
-    # `tensorboard --logdir <sweep>`: each run's hparams tab row has its seed, beside the logged FID.
-    for seed in (1, 2):
-        events = next(sweep.glob(f"*seed={seed}*/tensorboard"))
-        hparams = hparams_tab(events)
-        assert hparams["seed"] == seed and "eval/fid_mnist" in hparams["metrics"]
-        assert "eval/fid_mnist" in hparams["scalars"]
+    # `tensorboard --logdir <sweep>`: what the dashboard shows, read by TensorBoard's own code
+    runs, experiment = tensorboard_view(sweep)
+    # runs named by the job folders, which hold the events and name only what differs between jobs
+    assert sorted(runs) == ["0_seed=1", "1_seed=2"]  # job 2 crashed before logging
+    for run, tags in runs.items():
+        # Time Series groups cards by the tag's first part, in the order of the sorted tags, and opens
+        # the first two groups: FID and coverage, then losses, D(x), D(G(z)) and samples; alarms after.
+        assert groups(tags) == ["eval", "train", "wall_time", "warning"], tags  # no `epoch` staircase
+        assert {"eval/fid_mnist", "eval/classes_covered"} <= set(tags)
+        assert {"train/loss_d", "train/loss_g", "train/d_real", "train/d_fake", "train/samples"} <= set(tags)
+        assert sorted(tag for tag in tags if tag.startswith("train/"))[-1] == "train/samples"  # the grids last
+    # HPARAMS: the param that differs between the runs (the swept seed) is the first column, ticked
+    # (the page ticks the first 5 params and the first 5 metrics), with the eval metrics beside it
+    params = [(info.name, info.differs) for info in experiment.hparam_infos]
+    assert params[0] == ("seed", True) and not any(differs for _, differs in params[1:]), params
+    assert {"optim.lr_g", "optim.lr_d", "loss.name"} <= {name for name, _ in params}
+    assert "eval/fid_mnist" in [info.name.tag for info in experiment.metric_infos[:5]]
 
 
-def hparams_tab(folder):
-    """What TensorBoard's hparams plugin reads from a run's events: hparams, metric columns, scalars."""
-    acc = EventAccumulator(str(folder))
-    acc.Reload()
-    content = acc.PluginTagToContent("hparams")
-    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
-    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
-    values = {name: value.number_value if value.HasField("number_value") else value.string_value for name, value in start.hparams.items()}
-    return {**values, "metrics": [m.name.tag for m in experiment.metric_infos], "scalars": acc.Tags()["scalars"]}
+def tensorboard_view(logdir):
+    """The runs (name -> its scalar and image tags) and the HPARAMS experiment that TensorBoard's
+    backend makes of logdir."""
+    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+    from tensorboard.context import RequestContext
+    from tensorboard.plugins.base_plugin import TBContext
+    from tensorboard.plugins.hparams.backend_context import Context
+
+    mux = plugin_event_multiplexer.EventMultiplexer()
+    mux.AddRunsFromDirectory(str(logdir))
+    mux.Reload()
+    runs = {run: [] for run in mux.Runs()}
+    for plugin in ("scalars", "images"):
+        for run, tags in mux.PluginRunToTagToContent(plugin).items():
+            runs[run] += list(tags)
+    hparams = Context(TBContext(logdir=str(logdir), data_provider=data_provider.MultiplexerDataProvider(mux, str(logdir))))
+    ctx = RequestContext()
+    experiment = hparams.experiment_from_metadata(ctx, "", True, hparams.hparams_metadata(ctx, ""), None)
+    return runs, experiment
+
+
+def groups(tags):
+    """Time Series' card groups, in its order: the tags' first parts, in the order of the sorted tags
+    (TensorBoard's own sort also puts '/' and digits first, and compares numbers by value)."""
+    return list(dict.fromkeys(tag.split("/", 1)[0] for tag in sorted(tags)))
 
 
 def fake_run(folder, overrides, epochs_logged, max_epochs=2, eval_metrics=False, csv=False):
@@ -73,13 +99,13 @@ def fake_run(folder, overrides, epochs_logged, max_epochs=2, eval_metrics=False,
         lines = ["epoch,step,train/d_fake,train/grad_norm_g"] + [f"{e},{s},{0.5 / (1 + s)},{1 + e}" for s, e in points]
         (folder / "csv" / "metrics.csv").write_text("\n".join(lines) + "\n")
         return
-    writer = SummaryWriter(folder / "tensorboard")
+    writer = SummaryWriter(folder)
     for step, epoch in points:
         writer.add_scalar("train/d_fake", 0.5 / (1 + step), step)
         writer.add_scalar("train/grad_norm_g", 1.0 + seed, step)
-        writer.add_scalar("epoch", epoch, step)
-    if eval_metrics:
-        for epoch in range(epochs_logged):
+    for epoch in range(epochs_logged):  # the sample grid at the end of every epoch, the eval just before it
+        writer.add_image("train/samples", np.zeros((1, 4, 4)), (epoch + 1) * 100)
+        if eval_metrics:
             writer.add_scalar("eval/fid_mnist", 100.0 / (epoch + 1) + seed, epoch * 100 + 99)
             writer.add_scalar("eval/classes_covered", 10, epoch * 100 + 99)
     writer.close()

@@ -88,7 +88,7 @@ EVALUATION = ["eval.num_samples=8", "eval.batch_size=8", "eval.inception.enabled
 
 
 def test_training_logs_fid_inception_with_a_weights_file(inception_run):
-    events = EventAccumulator(str(inception_run / "tensorboard"))
+    events = EventAccumulator(str(inception_run))
     events.Reload()
     assert [e.value > 0 for e in events.Scalars("eval/fid_inception")] == [True]
     assert len(events.Scalars("eval/fid_mnist")) == 1

@@ -52,7 +52,7 @@ def assert_same_training_state(resumed: dict, uninterrupted: dict) -> None:
 
 
 def logged_lr_g(run_dir: Path, from_step: int = 0) -> dict[int, float]:
-    (events,) = (run_dir / "tensorboard").glob("events.out.tfevents.*")
+    (events,) = run_dir.glob("events.out.tfevents.*")
     scalars = EventAccumulator(str(events), size_guidance={"scalars": 0}).Reload().Scalars("train/lr_g")
     return {e.step: e.value for e in scalars if e.step >= from_step}
 

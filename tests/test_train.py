@@ -23,7 +23,7 @@ BATCHES = 256 // 32  # tiny MNIST, batch 32 (conftest.FAST)
 
 
 def events(run_dir: Path) -> EventAccumulator:
-    files = list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    files = list(run_dir.glob("events.out.tfevents.*"))
     assert len(files) == 1, files
     return EventAccumulator(str(files[0]), size_guidance={"scalars": 0, "images": 0}).Reload()
 
@@ -46,7 +46,7 @@ def test_a_run_writes_config_checkpoint_scalars_images_and_hparams(mnist_root, t
     assert (run / ".hydra" / "config.yaml").is_file()
     # the project's warnings and Lightning's lines reach the run's log file (Hydra's file handler)
     log = (run / "train.log").read_text()
-    assert "[gan_lightning.alarms][WARNING] - alarm/low_coverage: step 16" in log
+    assert "[gan_lightning.alarms][WARNING] - warning/low_coverage: step 16" in log
     assert "`Trainer.fit` stopped: `max_epochs=2` reached." in log
     # the end of the run: where it is, its final metrics, what to resume from, how to watch it
     summary = json.loads((run / "summary.json").read_text())
@@ -65,7 +65,7 @@ def test_a_run_writes_config_checkpoint_scalars_images_and_hparams(mnist_root, t
     assert sorted(p.name for p in (run / "samples").glob("*.png")) == ["epoch_000.png", "epoch_001.png"]
     acc = events(run)
     assert SCALARS <= set(acc.Tags()["scalars"])
-    assert len(acc.Images("samples")) == 2
+    assert len(acc.Images("train/samples")) == 2
     # TensorBoard's x-axis counts batches, one value per log_every_n_steps=1
     assert [e.step for e in acc.Scalars("train/loss_g")] == list(range(2 * BATCHES))
     d_real, d_fake = scalar_values(run, "train/d_real"), scalar_values(run, "train/d_fake")

@@ -70,7 +70,8 @@ class EvaluateGenerator(L.Callback):
             # sync_dist averages those identical values (exactly) and keeps Lightning from warning.
             for name, value in metrics.items():
                 pl_module.log(f"eval/{name}", float(value), on_step=False, on_epoch=True, sync_dist=True)
-            pl_module.log("time/eval_seconds", time.perf_counter() - start, on_step=False, on_epoch=True, sync_dist=True)
+            # a group of its own, sorted after train: TensorBoard opens the eval and train groups alone
+            pl_module.log("wall_time/eval_seconds", time.perf_counter() - start, on_step=False, on_epoch=True, sync_dist=True)
 
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         if self.quality is None:
