@@ -32,7 +32,7 @@ RULES = {
     "model.hidden_dim": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
     "model.channels": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
     "optim.lr_schedule": (lambda v: v in ("linear", "cosine"), "null, linear or cosine"),
-    "loss.gradient_penalty_weight": (lambda v: v >= 0, ">= 0"),
+    "regularization.gradient_penalty_weight": (lambda v: v >= 0, ">= 0"),
     "regularization.r1_weight": (lambda v: v >= 0, ">= 0"),
     "regularization.real_label": (lambda v: 0 < v <= 1, "in (0, 1]"),
     "regularization.instance_noise.sigma": (lambda v: v >= 0, ">= 0"),

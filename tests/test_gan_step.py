@@ -73,7 +73,7 @@ def gan(model=LINEAR_D, loss=NON_SATURATING, optim=SGD, **kwargs) -> GAN:
 @pytest.mark.parametrize("r1_weight, gp_weight", [(3.0, 0.0), (0.0, 5.0), (3.0, 5.0)])
 def test_d_loss_includes_r1_and_the_gradient_penalty_with_their_weights(r1_weight, gp_weight):
     plain = fit(gan(), steps=1).discriminator.linear
-    module = gan(loss={**NON_SATURATING, "gradient_penalty_weight": gp_weight}, regularization={"r1_weight": r1_weight})
+    module = gan(regularization={"r1_weight": r1_weight, "gradient_penalty_weight": gp_weight})
     w0 = module.discriminator.linear.weight.detach().clone()
     penalized = fit(module, steps=1).discriminator.linear
     # gamma/2 * ||w||^2 has gradient gamma * w; lambda * (||w|| - 1)^2 has 2 lambda (||w|| - 1) w / ||w||
@@ -108,6 +108,21 @@ def test_instance_noise_reaches_the_d_step_and_the_g_step():
     no_noise = gan(model=model)
     fit(no_noise, steps=1, batch_size=n)
     assert torch.equal(no_noise.discriminator.inputs[0][:n], IMAGES[:n])
+
+
+def test_each_d_step_gets_its_own_real_minibatch_and_only_the_last_fake_batch_has_a_graph_through_g():
+    model = {**LINEAR_D, "discriminator": {"_target_": f"{__name__}.RecordingDiscriminator"}}
+    module = gan(model=model, optim={**SGD, "d_steps": 2})
+    g_forwards_with_graph = []
+    module.generator.register_forward_hook(lambda net, args, out: g_forwards_with_graph.append(out.requires_grad))
+    fit(module, steps=1, batch_size=8)  # a training batch of 8 images: two D minibatches of 4
+    first_d, second_d, g_step = module.discriminator.inputs
+    assert torch.equal(first_d[:4], IMAGES[:4]) and torch.equal(second_d[:4], IMAGES[4:8])
+    assert not torch.equal(first_d[4:], second_d[4:])  # fresh fakes for each D step
+    assert torch.equal(g_step, second_d[4:])  # G's step reuses the last D step's fakes ...
+    assert g_forwards_with_graph == [False, True]  # ... the only ones generated with a graph through G
+    with pytest.raises(ValueError, match="does not split into optim.d_steps=2"):
+        fit(gan(optim={**SGD, "d_steps": 2}), steps=1, batch_size=3)
 
 
 def test_instance_noise_falls_over_the_steps_of_a_run():

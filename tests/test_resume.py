@@ -68,8 +68,9 @@ def test_one_epoch_resumed_for_another_ends_as_two_epochs(mnist_root, tmp_path):
 
 
 def test_resume_at_an_epoch_end_and_within_an_epoch_with_ema_lr_schedule_and_instance_noise(mnist_root, tmp_path):
+    # 2 D steps per batch, each on 16 real images of its own: still 8 batches of 32 images per epoch
     overrides = [f"data.root={mnist_root}", "eval=none", "ema=enabled", "ema.start_step=4", "optim.lr_schedule=cosine",
-                 "regularization.instance_noise.sigma=0.1"]
+                 "regularization.instance_noise.sigma=0.1", "optim.d_steps=2", "data.batch_size=16"]
     mid_epoch = tmp_path / "mid_epoch.ckpt"
     uninterrupted = run(tmp_path, "two_epochs", overrides, callbacks=[SaveAt(MID_EPOCH_STEP, mid_epoch)])
     assert 0 < uninterrupted["state_dict"]["generator_ema.n_averaged"] < 2 * BATCHES  # the EMA is on, from step 4

@@ -64,6 +64,8 @@ def test_steps_count_batches_for_max_steps_and_checkpoints(train_in_process, tmp
     run = tmp_path / "run"
     ckpt = checkpoint(run / "checkpoints" / "last.ckpt")
     assert ckpt["global_step"] == 11  # 11 batches, although 33 optimizer steps were taken
+    # an epoch is every image once through D: 256 / (2 D steps x 32) = 4 batches, so step 11 is in epoch 2
+    assert ckpt["epoch"] == 2
     d_state, g_state = ckpt["optimizer_states"]
     assert d_state["state"][0]["step"].item() == 22 and g_state["state"][0]["step"].item() == 11
     assert len(scalar_values(run, "train/loss_d")) == 11
