@@ -9,6 +9,7 @@ one with the option and one without, then differ in D's update by -lr times the 
 import functools
 
 import lightning as L
+from lightning.pytorch.plugins import MixedPrecision
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -56,11 +57,11 @@ SGD = {"lr_g": LR, "lr_d": LR, "d_steps": 1, "optimizer": {"_target_": "torch.op
 ADAM = {"lr_g": 1e-3, "lr_d": 1e-3, "d_steps": 1, "optimizer": {"_target_": "torch.optim.Adam", "betas": [0.5, 0.999]}}
 
 
-def fit(module: GAN, steps: int, batch_size: int = 4, callbacks=()) -> GAN:
+def fit(module: GAN, steps: int, batch_size: int = 4, callbacks=(), plugins=()) -> GAN:
     """steps batches of IMAGES, in order, from the same noise stream in every call."""
     torch.manual_seed(1)
     trainer = L.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, callbacks=list(callbacks))
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=list(callbacks), plugins=list(plugins))
     trainer.fit(module, DataLoader(IMAGES[: steps * batch_size], batch_size=batch_size))
     return module
 
@@ -177,6 +178,28 @@ def test_a_d_step_leaves_g_unchanged_and_a_g_step_leaves_d_unchanged():
     # G's backward pass left no gradient in D: D's gradients are still those of the last D step
     for d_step, g_step in zip(watch.steps[1::3], watch.steps[2::3]):
         assert all(torch.equal(a, b) for a, b in zip(d_step["grad_before"]["d"], g_step["grad_before"]["d"]))
+
+
+@pytest.mark.parametrize("precision", ["32-true", "16-mixed"])
+def test_gradient_clipping_bounds_each_networks_update(precision):
+    # With SGD an update is -lr x the gradient: a clipped gradient norm c gives an update of norm lr x c.
+    # In 16-mixed the gradients are loss-scaled (x 2^16) until the scaler unscales them inside the step:
+    # clipping before that would give updates 2^16 times too small.
+    clip_d, clip_g = 1e-3, 2e-3
+    watch = WatchSteps()
+    plugins = [MixedPrecision("16-mixed", "cpu")] if precision == "16-mixed" else []
+    fit(gan(model=MLP_D, optim={**SGD, "d_steps": 2, "clip_grad_norm_d": clip_d, "clip_grad_norm_g": clip_g}), steps=2,
+        callbacks=[watch], plugins=plugins)
+    for step in watch.steps:
+        net, clip = (("d", clip_d) if step["opt"] == "d" else ("g", clip_g))
+        update = torch.cat([(a - b).flatten() for a, b in zip(step["after"][net], step["before"][net])])
+        assert update.norm().item() == pytest.approx(LR * clip, rel=1e-3)  # unclipped, these gradients are far larger
+    unclipped = WatchSteps()
+    fit(gan(model=MLP_D, optim={**SGD, "d_steps": 2}), steps=1, callbacks=[unclipped])
+    for step in unclipped.steps:
+        net = step["opt"]
+        update = torch.cat([(a - b).flatten() for a, b in zip(step["after"][net], step["before"][net])])
+        assert update.norm().item() > 10 * LR * clip_g
 
 
 def test_frozen_stops_weight_gradients_not_input_gradients_and_restores_what_it_froze():
