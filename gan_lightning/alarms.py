@@ -14,6 +14,8 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from gan_lightning.compat import add_non_finite, loss_scale, scaler_found_inf
+
 log = logging.getLogger(__name__)
 
 
@@ -61,7 +63,7 @@ class NonFiniteAlarm(L.Callback):
             found_inf = scaler_found_inf(scaler, optimizer)
             if found_inf is None:  # not unscaled yet (fused optimizer)
                 found_inf = non_finite(grads, torch.zeros(1, device=loss_value.device))
-            stop = (~torch.isfinite(loss_value)).float() + found_inf * (scaler._scale.to(found_inf.device) <= self.min_scale).float()
+            stop = (~torch.isfinite(loss_value)).float() + found_inf * (loss_scale(scaler).to(found_inf.device) <= self.min_scale).float()
         if not stop.item():  # the one sync per step
             return
         grad_norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
@@ -77,16 +79,6 @@ class NonFiniteAlarm(L.Callback):
         )
 
 
-def scaler_found_inf(scaler, optimizer) -> torch.Tensor | None:
-    """1. where the gradient scaler's unscale_ found inf/NaN gradients for this optimizer, 0. where
-    not; None before unscale_."""
-    state = scaler._per_optimizer_states.get(id(optimizer)) or {}
-    found = state.get("found_inf_per_device")  # set by unscale_, cleared by update()
-    if not found:
-        return None
-    return sum(v.to(scaler._scale.device) for v in found.values()).clamp(max=1).reshape(1)
-
-
 def non_finite(grads: list[torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
     """1. if the loss or a gradient is inf/NaN, else 0., on the device (no sync). One fused pass
     over the gradients: the kernel AMP's GradScaler uses to look for inf/NaN (with a scale of 1 it
@@ -95,7 +87,7 @@ def non_finite(grads: list[torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
     found = (~torch.isfinite(loss)).float()
     if grads:
         try:
-            torch._amp_foreach_non_finite_check_and_unscale_(grads, found, torch.ones(1, device=found.device))
+            add_non_finite(grads, found)
         except (RuntimeError, NotImplementedError):  # a device or dtype mix the kernel does not take
             found += (~torch.isfinite(torch.nn.utils.get_total_norm(grads))).float().to(found.device)
     return found

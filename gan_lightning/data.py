@@ -22,6 +22,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 from torchvision.datasets import MNIST
 
+from gan_lightning.compat import batches_trained_this_epoch
+
 
 class MNISTNotFoundError(RuntimeError):
     pass
@@ -240,7 +242,7 @@ class MNISTDataModule(L.LightningDataModule):
     def batches_trained_this_epoch(self) -> int:
         if self.trainer is None:  # iterated by hand, not by a Trainer
             return 0
-        return self.trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        return batches_trained_this_epoch(self.trainer)
 
     def state_dict(self) -> dict:
         return {"shuffle_seed": self.shuffle_seed}

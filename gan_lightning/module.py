@@ -11,9 +11,8 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils._foreach_utils import _group_tensors_by_device_and_dtype
 
-from gan_lightning.compat import bare, count_generator_steps_only
+from gan_lightning.compat import bare, count_generator_steps_only, group_by_device_and_dtype
 from gan_lightning.regularizers import apply_spectral_norm, gradient_penalty, instance_noise_std, r1_penalty
 
 SAMPLE_NOISE_SEED = 1234  # the same sample noise in every run, so grids are comparable between runs
@@ -77,7 +76,7 @@ class EMA(AveragedModel):
         if not self.started():  # the first update copies, as AveragedModel's
             torch._foreach_copy_(averages, current)
         else:
-            grouped = _group_tensors_by_device_and_dtype([averages, current])
+            grouped = group_by_device_and_dtype([averages, current])
             for (device, _), ([group_averages, group_current], _) in grouped.items():
                 self.multi_avg_fn(group_averages, group_current, self.n_averaged.to(device))
         self.n_averaged += 1

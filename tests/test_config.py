@@ -1,8 +1,6 @@
 """Every option of every config group composes and builds; impossible values are refused."""
 
-import os
 from pathlib import Path
-from unittest import mock
 
 import pytest
 from hydra.utils import instantiate
@@ -107,15 +105,3 @@ def test_the_progress_bar_is_redrawn_every_few_batches_and_can_be_switched_off(b
     else:  # the configured bar gives way instead of Lightning refusing the pair
         assert trainer.progress_bar_callback is None
         assert not any(isinstance(c, ProgressBar) for c in trainer.callbacks)
-
-
-def test_the_nvml_cuda_check_is_dropped_only_without_the_nvidia_driver(monkeypatch):
-    from gan_lightning import train
-
-    monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
-    with mock.patch.object(train.ctypes, "CDLL", return_value=object()):  # a driver: Lightning's setting stays
-        train.use_default_cuda_check_without_nvidia_driver()
-    assert os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == "1"
-    with mock.patch.object(train.ctypes, "CDLL", side_effect=OSError("libnvidia-ml.so.1: cannot open shared object file")):
-        train.use_default_cuda_check_without_nvidia_driver()
-    assert "PYTORCH_NVML_BASED_CUDA_CHECK" not in os.environ
