@@ -275,6 +275,8 @@ class GAN(L.LightningModule):
         """Gradient clipping (optim.clip_grad_norm_d / _g). Lightning calls this inside opt.step(),
         after fp16's gradient scaler has unscaled the gradients: clipping right after
         manual_backward would clip the loss-scaled ones. (The alarms' callbacks ran just before.)"""
+        if not any(self.clip_grad_norm):  # off: nothing per step
+            return
         clip = self.clip_grad_norm[0 if optimizer is self.trainer.optimizers[0] else 1]  # configure_optimizers' order
         if clip:
             self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
