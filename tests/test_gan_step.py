@@ -193,8 +193,10 @@ def test_gradient_clipping_bounds_each_networks_update(precision):
     for step in watch.steps:
         net, clip = (("d", clip_d) if step["opt"] == "d" else ("g", clip_g))
         update = torch.cat([(a - b).flatten() for a, b in zip(step["after"][net], step["before"][net])])
-        assert update.norm().item() == pytest.approx(LR * clip, rel=1e-3)  # unclipped, these gradients are far larger
-    unclipped = WatchSteps()
+        assert update.norm().item() == pytest.approx(LR * clip, rel=1e-3)
+    if precision != "32-true":
+        return
+    unclipped = WatchSteps()  # the bound is not vacuous: without clipping these updates are far larger
     fit(gan(model=MLP_D, optim={**SGD, "d_steps": 2}), steps=1, callbacks=[unclipped])
     for step in unclipped.steps:
         net = step["opt"]

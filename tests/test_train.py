@@ -38,8 +38,9 @@ def checkpoint(path: Path) -> dict:
 
 def test_a_run_writes_config_checkpoint_scalars_images_and_hparams(mnist_root, tmp_path):
     run = tmp_path / "run"
-    # min_classes_covered=11: the coverage alarm (at most 10 classes) warns after the last epoch
-    check(run_train(f"data.root={mnist_root}", f"hydra.run.dir={run}", *FAST, "trainer.max_epochs=2", "callbacks.collapse_alarm.min_classes_covered=11"))
+    # min_classes_covered=11, min_steps=0: the coverage alarm (at most 10 classes) warns after the last epoch
+    check(run_train(f"data.root={mnist_root}", f"hydra.run.dir={run}", *FAST, "trainer.max_epochs=2", "callbacks.collapse_alarm.min_classes_covered=11",
+                    "callbacks.collapse_alarm.min_steps=0"))
     assert (run / ".hydra" / "config.yaml").is_file()
     # the project's warnings reach the run's log file (Hydra's file handler)
     assert "[gan_lightning.alarms][WARNING] - alarm/low_coverage: step 16" in (run / "train.log").read_text()
