@@ -14,7 +14,7 @@ Contenders, all with the reference MLPs of gan_lightning.networks and the losses
            progress bar (its output sent to /dev/null), timed from batch `warmup` on by stamps that
            the DataLoader's collate_fn takes (not by a callback: Lightning calls every callback at
            ~8 points per batch, ~1% of a step here, which a user's run does not pay).
-           (eval.enabled=false: the evaluation callback only acts after the timed steps.)
+           (eval=none: the evaluation callback would only act after the timed steps.)
   common   the set-up of the usual Lightning GAN example: torchvision MNIST with a per-sample
            ToTensor (+ Normalize) transform through a DataLoader, toggle_optimizer around each
            step, G run twice, log_dict of both losses every step; timed like the project.
@@ -66,7 +66,7 @@ GENERATOR_LOSSES = {
 }
 # The sample-quality evaluation callback acts only at epoch ends, outside the timed steps; off, it
 # saves each measurement run the time of generating and scoring 10,000 images.
-NO_END_OF_RUN_EVAL = ["eval.enabled=false"]
+NO_END_OF_RUN_EVAL = ["eval=none"]
 LR, BETAS, LOG_EVERY = 2e-4, (0.5, 0.999), 50  # as conf/optim/adam.yaml and conf/trainer/default.yaml
 
 

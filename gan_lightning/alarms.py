@@ -1,8 +1,9 @@
 """Alarms: callbacks that tell the researcher when a run goes wrong, instead of letting them find out later.
 
 NonFiniteAlarm stops the run before a NaN or infinite loss or gradient reaches the weights.
-CollapseAlarm warns (and can stop) when D has won for a sustained window or when the measured
-mode coverage falls below a threshold: a warning in the log, a TensorBoard text entry, and a 0/1
+CollapseAlarm warns (and can stop) when D has won for a sustained window (by the loss's own
+measure, or not at all for losses that have none) or when the measured mode coverage falls below a
+threshold: a warning in the log, a TensorBoard text entry, and a 0/1
 scalar per alarm (warning/d_won, warning/low_coverage: a tag group that TensorBoard sorts after
 the eval and train groups it opens on).
 """
@@ -13,6 +14,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
+
+from gan_lightning.compat import add_non_finite, loss_scale, scaler_found_inf
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +64,7 @@ class NonFiniteAlarm(L.Callback):
             found_inf = scaler_found_inf(scaler, optimizer)
             if found_inf is None:  # not unscaled yet (fused optimizer)
                 found_inf = non_finite(grads, torch.zeros(1, device=loss_value.device))
-            stop = (~torch.isfinite(loss_value)).float() + found_inf * (scaler._scale.to(found_inf.device) <= self.min_scale).float()
+            stop = (~torch.isfinite(loss_value)).float() + found_inf * (loss_scale(scaler).to(found_inf.device) <= self.min_scale).float()
         if not stop.item():  # the one sync per step
             return
         grad_norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
@@ -77,16 +80,6 @@ class NonFiniteAlarm(L.Callback):
         )
 
 
-def scaler_found_inf(scaler, optimizer) -> torch.Tensor | None:
-    """1. where the gradient scaler's unscale_ found inf/NaN gradients for this optimizer, 0. where
-    not; None before unscale_."""
-    state = scaler._per_optimizer_states.get(id(optimizer)) or {}
-    found = state.get("found_inf_per_device")  # set by unscale_, cleared by update()
-    if not found:
-        return None
-    return sum(v.to(scaler._scale.device) for v in found.values()).clamp(max=1).reshape(1)
-
-
 def non_finite(grads: list[torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
     """1. if the loss or a gradient is inf/NaN, else 0., on the device (no sync). One fused pass
     over the gradients: the kernel AMP's GradScaler uses to look for inf/NaN (with a scale of 1 it
@@ -95,7 +88,7 @@ def non_finite(grads: list[torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
     found = (~torch.isfinite(loss)).float()
     if grads:
         try:
-            torch._amp_foreach_non_finite_check_and_unscale_(grads, found, torch.ones(1, device=found.device))
+            add_non_finite(grads, found)
         except (RuntimeError, NotImplementedError):  # a device or dtype mix the kernel does not take
             found += (~torch.isfinite(torch.nn.utils.get_total_norm(grads))).float().to(found.device)
     return found
@@ -104,21 +97,26 @@ def non_finite(grads: list[torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
 class CollapseAlarm(L.Callback):
     """Two signs of a failing game, checked whenever the training scalars are logged:
 
-    - D has won: mean D(x) > d_real_above and mean D(G(z)) < d_fake_below (train/d_real,
-      train/d_fake) at every check for window_steps steps. Meaningful for the logistic objectives
-      (non_saturating, minimax), whose D outputs are probabilities.
+    - D has won, read as the loss reads D's output (loss.d_output), at every check for window_steps
+      steps: for the logistic losses (probability) mean D(x) > d_real_above and mean D(G(z)) <
+      d_fake_below (train/d_real, train/d_fake); for hinge (margin) every real and fake sample past
+      its margin (train/d_margins_met = 1: D's loss is 0 and D learns nothing more). Off for
+      least-squares and Wasserstein (score): their G loss does not saturate when D separates, and a
+      critic's unbounded score has no winning value.
     - Low coverage: eval/classes_covered (logged by an evaluation callback, when there is one)
-      below min_classes_covered.
+      below min_classes_covered, from step min_steps on (before, a young G covering few digits is
+      expected, not a collapse).
 
     Each raises a warning and a TensorBoard text entry once per episode, logs its 0/1 flag at
     every check, and stops the run when stop is true."""
 
     def __init__(self, d_real_above: float = 0.99, d_fake_below: float = 0.01, window_steps: int = 2000,
-                 min_classes_covered: float | None = 8, stop: bool = False):
+                 min_classes_covered: float | None = 8, min_steps: int = 0, stop: bool = False):
         self.d_real_above = d_real_above
         self.d_fake_below = d_fake_below
         self.window_steps = window_steps
         self.min_classes_covered = min_classes_covered
+        self.min_steps = min_steps
         self.stop = stop
         self.d_won_since: int | None = None
         self.raised: dict[str, bool] = {"d_won": False, "low_coverage": False}
@@ -129,26 +127,38 @@ class CollapseAlarm(L.Callback):
             self.check(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.check(trainer)
+        self.check(trainer)  # GAN.training_step also logs at the last batch of an epoch (and of the run)
+
+    def d_has_won(self, metrics: dict) -> tuple[bool, str] | None:
+        """Whether D separates real from fake by the loss's own measure, and how; None when the
+        loss logs no such measure."""
+        d_real, d_fake, margins = metrics.get("train/d_real"), metrics.get("train/d_fake"), metrics.get("train/d_margins_met")
+        if d_real is not None and d_fake is not None:
+            won = float(d_real) > self.d_real_above and float(d_fake) < self.d_fake_below
+            return won, f"D(x) = {float(d_real):.3f} > {self.d_real_above}, D(G(z)) = {float(d_fake):.4f} < {self.d_fake_below}"
+        if margins is not None:
+            return float(margins) >= 1.0, "every real score >= 1 and every fake score <= -1 (hinge margins all met, D's loss is 0)"
+        return None
 
     def check(self, trainer: L.Trainer) -> None:
         metrics = trainer.callback_metrics
-        d_real, d_fake = metrics.get("train/d_real"), metrics.get("train/d_fake")
-        if d_real is not None and d_fake is not None:
-            if float(d_real) > self.d_real_above and float(d_fake) < self.d_fake_below:
+        d_won = self.d_has_won(metrics)
+        if d_won is not None:
+            won, how = d_won
+            if won:
                 self.d_won_since = trainer.global_step if self.d_won_since is None else self.d_won_since
             else:
                 self.d_won_since = None
-            won = self.d_won_since is not None and trainer.global_step - self.d_won_since >= self.window_steps
-            self.flag(trainer, "d_won", won,
-                      f"D has won since step {self.d_won_since}: D(x) = {float(d_real):.3f} > {self.d_real_above}, "
-                      f"D(G(z)) = {float(d_fake):.4f} < {self.d_fake_below} for {self.window_steps}+ steps; G gets no useful "
+            sustained = self.d_won_since is not None and trainer.global_step - self.d_won_since >= self.window_steps
+            self.flag(trainer, "d_won", sustained,
+                      f"D has won since step {self.d_won_since}: {how} for {self.window_steps}+ steps; G gets no useful "
                       "signal (try regularization.r1_weight, spectral_norm, real_label, instance_noise or lr_d).")
         coverage = metrics.get("eval/classes_covered")
-        if coverage is not None and self.min_classes_covered is not None and coverage is not self.last_coverage:
+        if (coverage is not None and self.min_classes_covered is not None and coverage is not self.last_coverage
+                and trainer.global_step >= self.min_steps):
             self.last_coverage = coverage
             self.flag(trainer, "low_coverage", float(coverage) < self.min_classes_covered,
-                      f"mode collapse: the samples cover {float(coverage):g} digit classes, fewer than {self.min_classes_covered}.")
+                      f"mode collapse: the samples cover {float(coverage):g} of the 10 digit classes, fewer than {self.min_classes_covered:g}.")
 
     def flag(self, trainer: L.Trainer, name: str, on: bool, message: str) -> None:
         for logger in trainer.loggers:

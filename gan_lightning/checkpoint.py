@@ -106,4 +106,9 @@ def check_resume(path, checkpoint: dict, new: dict) -> list[str]:
         what = ", ".join(f"{key} {old.get(key)!r} -> {new.get(key)!r}" for key in refused[:3]) + (" ..." if len(refused) > 3 else "")
         raise CheckpointError(f"cannot resume {path} with other settings of what it stores: {what}; "
                               "resume with the checkpoint's values, or start a new run without ckpt_path")
+    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
+    if "optim.d_steps" in changed and progress.get("current", {}).get("ready", 0) > 0 and not progress.get("is_last_batch"):
+        # a step reads d_steps real minibatches: the resumed epoch would skip its trained steps in other units
+        raise CheckpointError(f"cannot resume {path}, saved in the middle of an epoch, with another optim.d_steps "
+                              f"({old.get('optim.d_steps')} -> {new.get('optim.d_steps')}): resume with the checkpoint's value, or from an epoch's last.ckpt")
     return [f"resume: {key} changed {old.get(key)!r} -> {new.get(key)!r}" for key in changed]

@@ -32,7 +32,14 @@ RULES = {
     "model.hidden_dim": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
     "model.channels": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
     "optim.lr_schedule": (lambda v: v in ("linear", "cosine"), "null, linear or cosine"),
-    "loss.gradient_penalty_weight": (lambda v: v >= 0, ">= 0"),
+    "regularization.gradient_penalty_weight": (lambda v: v >= 0, ">= 0"),
+    "loss.d_output": (lambda v: v in ("probability", "margin", "score"), "probability, margin or score"),
+    "callbacks.collapse_alarm.min_steps": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+    "optim.clip_grad_norm_d": (lambda v: v > 0 and math.isfinite(v), "null or a finite number > 0"),
+    "optim.clip_grad_norm_g": (lambda v: v > 0 and math.isfinite(v), "null or a finite number > 0"),
+    # Lightning refuses both under manual optimization (with a traceback, after building everything)
+    "trainer.gradient_clip_val": (lambda v: False, "left out (Lightning cannot clip under the GAN's manual optimization): use optim.clip_grad_norm_d / optim.clip_grad_norm_g"),
+    "trainer.accumulate_grad_batches": (lambda v: v == 1, "1 (Lightning cannot accumulate gradients under the GAN's manual optimization)"),
     "regularization.r1_weight": (lambda v: v >= 0, ">= 0"),
     "regularization.real_label": (lambda v: 0 < v <= 1, "in (0, 1]"),
     "regularization.instance_noise.sigma": (lambda v: v >= 0, ">= 0"),
@@ -54,6 +61,10 @@ def validate(cfg: DictConfig) -> None:
             valid = False
         if not valid:
             raise ConfigError(f"{key} must be {allowed}, got {value!r}")
+    clipped = [key for key in ("optim.clip_grad_norm_d", "optim.clip_grad_norm_g") if OmegaConf.select(cfg, key) is not None]
+    if clipped and "mixed" in str(OmegaConf.select(cfg, "trainer.precision")) and OmegaConf.select(cfg, "optim.optimizer.fused"):
+        # a fused optimizer unscales fp16 gradients inside its step, after any clipping could run; Lightning refuses it mid-run
+        raise ConfigError(f"{clipped[0]} with trainer.precision={OmegaConf.select(cfg, 'trainer.precision')} needs optim.optimizer.fused=false")
 
 
 def pick(cfg: DictConfig, keys) -> dict:

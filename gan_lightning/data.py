@@ -22,6 +22,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 from torchvision.datasets import MNIST
 
+from gan_lightning.compat import batches_trained_this_epoch
+
 
 class MNISTNotFoundError(RuntimeError):
     pass
@@ -167,10 +169,16 @@ def wants_device_data(on_device: str | bool, device: torch.device, num_workers: 
 
 
 class MNISTDataModule(L.LightningDataModule):
-    def __init__(self, root: str = "data", batch_size: int = 64, num_workers: int = 0, download: bool = True, on_device: str | bool = "auto"):
+    """batch_size is the minibatch of one D update; a loader batch holds batches_per_step of them
+    (optim.d_steps): the k D updates of a training step each get a fresh real minibatch (Goodfellow
+    et al. 2014, Alg. 1; WGAN-GP), and an epoch is still every real image once through D."""
+
+    def __init__(self, root: str = "data", batch_size: int = 64, num_workers: int = 0, download: bool = True, on_device: str | bool = "auto",
+                 batches_per_step: int = 1):
         super().__init__()
         self.root = str(root)
         self.batch_size = batch_size
+        self.batches_per_step = batches_per_step
         self.num_workers = num_workers
         self.download = download
         self.on_device = on_device
@@ -197,15 +205,16 @@ class MNISTDataModule(L.LightningDataModule):
             self.data_device = device
             self.train_set.to(device)
         processes = self.trainer.world_size if self.trainer is not None else 1
-        if len(self.train_set) // processes < self.batch_size:
+        if len(self.train_set) // processes < self.batch_size * self.batches_per_step:
             # full batches only (train_dataloader): the run would end at once having trained nothing
-            raise DataError(f"data.batch_size={self.batch_size} is larger than the {len(self.train_set)} training images"
+            needed = f"data.batch_size={self.batch_size}" + (f" x optim.d_steps={self.batches_per_step}" if self.batches_per_step > 1 else "")
+            raise DataError(f"{needed} is larger than the {len(self.train_set)} training images"
                             + (f" split over {processes} processes" if processes > 1 else "") + ": not one full batch to train on")
 
-    def _loader(self, dataset: Dataset, drop_last: bool, loader: type[DataLoader] = DataLoader, **kwargs) -> DataLoader:
+    def _loader(self, dataset: Dataset, drop_last: bool, loader: type[DataLoader] = DataLoader, batch_size: int | None = None, **kwargs) -> DataLoader:
         return loader(
             dataset,
-            batch_size=self.batch_size,
+            batch_size=batch_size or self.batch_size,
             drop_last=drop_last,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
@@ -224,6 +233,7 @@ class MNISTDataModule(L.LightningDataModule):
             self.train_set,
             drop_last=True,
             loader=ResumableLoader,
+            batch_size=self.batch_size * self.batches_per_step,  # one training step: a real minibatch per D update
             sampler=EpochShuffle(self.train_set, self.shuffle_seed),
             generator=torch.Generator().manual_seed(self.shuffle_seed),
             trained=self.batches_trained_this_epoch,
@@ -232,7 +242,7 @@ class MNISTDataModule(L.LightningDataModule):
     def batches_trained_this_epoch(self) -> int:
         if self.trainer is None:  # iterated by hand, not by a Trainer
             return 0
-        return self.trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        return batches_trained_this_epoch(self.trainer)
 
     def state_dict(self) -> dict:
         return {"shuffle_seed": self.shuffle_seed}

@@ -1,6 +1,5 @@
 """The GAN as a LightningModule: both networks, alternating D and G steps by manual optimization."""
 
-import functools
 import inspect
 import math
 import random
@@ -12,24 +11,11 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils._foreach_utils import _group_tensors_by_device_and_dtype
 
+from gan_lightning.compat import bare, count_generator_steps_only, group_by_device_and_dtype
 from gan_lightning.regularizers import apply_spectral_norm, gradient_penalty, instance_noise_std, r1_penalty
 
 SAMPLE_NOISE_SEED = 1234  # the same sample noise in every run, so grids are comparable between runs
-
-
-def do_nothing() -> None:
-    pass
-
-
-def bare(fn):
-    """The function inside a Hydra `_partial_` object. Hydra re-checks its target policy on every
-    call of such an object (about 1 ms each on CPU, more than a D step of the reference MLPs at
-    batch 64); the target was authorized when it was instantiated, so call the function directly."""
-    if isinstance(fn, functools.partial):
-        return functools.partial(fn.func, *fn.args, **fn.keywords)
-    return fn
 
 
 def rng_states(device: torch.device) -> dict:
@@ -90,7 +76,7 @@ class EMA(AveragedModel):
         if not self.started():  # the first update copies, as AveragedModel's
             torch._foreach_copy_(averages, current)
         else:
-            grouped = _group_tensors_by_device_and_dtype([averages, current])
+            grouped = group_by_device_and_dtype([averages, current])
             for (device, _), ([group_averages, group_current], _) in grouped.items():
                 self.multi_avg_fn(group_averages, group_current, self.n_averaged.to(device))
         self.n_averaged += 1
@@ -103,12 +89,13 @@ class GAN(L.LightningModule):
     The arguments are the (resolved) config nodes of model, loss and optim, kept as this module's
     hyperparameters so that GAN.load_from_checkpoint(path) rebuilds it with nothing else at hand.
 
-    Step counting: each batch is one training step, made of optim.d_steps discriminator updates
-    and one generator update. trainer.global_step counts generator updates, so max_steps,
+    Step counting: each batch is one training step, made of optim.d_steps discriminator updates,
+    each on its own real minibatch of data.batch_size images (the batch holds d_steps of them), and
+    one generator update. trainer.global_step counts generator updates, so max_steps,
     log_every_n_steps, checkpoint intervals and the TensorBoard x-axis all count batches.
 
-    Regularisers (regularization: R1, spectral norm, label smoothing, instance noise; the loss's
-    gradient_penalty_weight) and the generator EMA (ema.decay) are off when their config node is
+    Regularisers (regularization: R1, gradient penalty, spectral norm, label smoothing, instance
+    noise) and the generator EMA (ema.decay) are off when their config node is
     absent or says so, and then cost nothing.
     """
 
@@ -130,7 +117,9 @@ class GAN(L.LightningModule):
             self.discriminator_loss = bare(instantiate(loss["discriminator"], real_label=real_label))
         self.latent_dim = self.generator.latent_dim
         self.d_steps = optim["d_steps"]
-        self.gp_weight = loss.get("gradient_penalty_weight", 0.0)
+        self.clip_grad_norm = (optim.get("clip_grad_norm_d"), optim.get("clip_grad_norm_g"))
+        self.d_output = loss.get("d_output", "score")  # how D's output reads: probability, margin (hinge) or score
+        self.gp_weight = reg.get("gradient_penalty_weight", 0.0)
         self.r1_weight = reg.get("r1_weight", 0.0)
         noise_cfg = reg.get("instance_noise") or {}
         self.noise_sigma, self.noise_decay_steps = noise_cfg.get("sigma", 0.0), noise_cfg.get("decay_steps", 1)
@@ -218,68 +207,107 @@ class GAN(L.LightningModule):
         return penalties
 
     def training_step(self, real: torch.Tensor) -> None:
+        """optim.d_steps D updates, each on a real minibatch of its own (the loader serves d_steps of
+        them per step, see data.MNISTDataModule), then one G update; the scalars on logging steps."""
         opt_d, opt_g = self.optimizers()
-        # Lightning counts every optimizer.step() in global_step; count generator steps only
-        # (one per batch), see the class docstring. Lightning re-arms these hooks every batch.
-        opt_d._on_before_step = opt_d._on_after_step = do_nothing
-        log_now = (self.global_step + 1) % max(self.trainer.log_every_n_steps, 1) == 0
-        n = real.shape[0]
+        count_generator_steps_only(opt_d)  # see the class docstring
+        if real.shape[0] % self.d_steps:
+            raise ValueError(f"a training batch of {real.shape[0]} images does not split into optim.d_steps={self.d_steps} equal D minibatches")
+        trainer = self.trainer
+        # Every log_every_n_steps steps, at the end of every epoch and of the run, so that a run
+        # shorter than log_every_n_steps shows its scalars too (CollapseAlarm checks then as well).
+        log_now = ((self.global_step + 1) % max(trainer.log_every_n_steps, 1) == 0 or trainer.is_last_batch
+                   or self.global_step + 1 == trainer.max_steps)
         noise_std = instance_noise_std(self.global_step, self.noise_sigma, self.noise_decay_steps)
-        penalties = {}
+        d = self.discriminator_step(opt_d, real.chunk(self.d_steps), noise_std)
+        loss_g, grad_norm_g = self.generator_step(opt_g, d["fake"], noise_std, measure=log_now)
+        if self.generator_ema is not None and self.global_step >= self.ema_start_step:
+            self.generator_ema.update_parameters(self.generator)
+        if self.scheduled:
+            for schedule in self.lr_schedulers():
+                schedule.step()
+        if log_now:  # computing and syncing these only when they are written keeps the loop fast
+            self.log_training(d, loss_g, grad_norm_g, noise_std)
 
-        for _ in range(self.d_steps):
-            fake = self.generator(self.noise(n))
+    def discriminator_step(self, opt_d, reals: tuple[torch.Tensor, ...], noise_std: float) -> dict:
+        """One D update per real minibatch, each against a fresh fake batch. Only the last fake
+        batch is generated with a graph through G: the G step reuses it (G has not changed since, so
+        it is exactly G(z) now, and the step saves a G forward); the others need none."""
+        for i, real in enumerate(reals):
+            with torch.set_grad_enabled(i == len(reals) - 1):
+                fake = self.generator(self.noise(real.shape[0]))
             real_in, fake_in = self.instance_noise(real, noise_std), self.instance_noise(fake.detach(), noise_std)
             if self.r1_weight:
                 real_in = real_in.detach().requires_grad_(True)  # R1 differentiates D's logits by these
             # One D pass over real and fake together: D scores samples independently.
             # Losses in fp32 under mixed precision: fp16's range ends at 65504, which the loss scaler's
             # scale (2^16 at the start) times a loss above 1 exceeds. (A no-op in fp32.)
-            real_logits, fake_logits = self.discriminator(torch.cat([real_in, fake_in])).float().split(n)
+            real_logits, fake_logits = self.discriminator(torch.cat([real_in, fake_in])).float().split(real.shape[0])
             loss_d = self.discriminator_loss(real_logits, fake_logits)
+            penalties = {}
             if self.r1_weight or self.gp_weight:
                 penalties = self.d_penalties(real_in, fake_in, real_logits)
                 loss_d = loss_d + self.r1_weight / 2 * penalties.get("r1", 0.0) + self.gp_weight * penalties.get("gp", 0.0)
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(loss_d)
             self.last_loss = ("loss_d", loss_d)
-            opt_d.step()
+            opt_d.step()  # gradient clipping, if asked for: on_before_optimizer_step
+        return {"loss_d": loss_d, "real_logits": real_logits, "fake_logits": fake_logits, "penalties": penalties, "fake": fake}
 
-        # The generator step reuses the last fake batch (its graph through G is intact) and asks
-        # the freshly updated D; D's own weight gradients are not needed for it.
+    def generator_step(self, opt_g, fake: torch.Tensor, noise_std: float, measure: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """G's update against the freshly updated D, on the last D step's fake batch; D's own weight
+        gradients are not needed for it. Returns G's loss and, when measure, its gradient norm."""
         with frozen(self.discriminator):
-            fake_logits_g = self.discriminator(self.instance_noise(fake, noise_std)).float()
-        loss_g = self.generator_loss(fake_logits_g)
+            fake_logits = self.discriminator(self.instance_noise(fake, noise_std)).float()
+        loss_g = self.generator_loss(fake_logits)
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(loss_g)
         self.last_loss = ("loss_g", loss_g)
         opt_g.step()
-        if log_now:
-            # After the step: in fp16 mixed precision the gradient scaler has then unscaled the
-            # gradients in place (inf when it skipped this step for an overflow), so this is G's true
-            # gradient norm, not one multiplied by the loss scale; otherwise the step leaves them alone.
-            grad_norm_g = torch.nn.utils.get_total_norm([p.grad for p in self.generator.parameters() if p.grad is not None])
-        if self.generator_ema is not None and self.global_step >= self.ema_start_step:
-            self.generator_ema.update_parameters(self.generator)
-        if self.scheduled:
-            for schedule in self.lr_schedulers():
-                schedule.step()
+        if not measure:
+            return loss_g, None
+        # After the step: in fp16 mixed precision the gradient scaler has then unscaled the
+        # gradients in place (inf when it skipped this step for an overflow), so this is G's true
+        # gradient norm (clipped, if optim.clip_grad_norm_g asks), not one multiplied by the loss scale.
+        return loss_g, torch.nn.utils.get_total_norm([p.grad for p in self.generator.parameters() if p.grad is not None])
 
-        if log_now:  # computing and syncing these only when they are written keeps the loop fast
-            metrics = {
-                "train/loss_d": loss_d.detach(),
-                "train/loss_g": loss_g.detach(),
-                "train/d_real": torch.sigmoid(real_logits.detach()).mean(),
-                "train/d_fake": torch.sigmoid(fake_logits.detach()).mean(),
-                "train/grad_norm_g": grad_norm_g,
-            }
-            metrics.update({f"train/penalty_{name}": value.detach() for name, value in penalties.items()})
-            if noise_std > 0:
-                metrics["train/instance_noise_std"] = noise_std
-            if self.scheduled:
-                metrics["train/lr_d"], metrics["train/lr_g"] = (opt.param_groups[0]["lr"] for opt in (opt_d, opt_g))
-            self.log_dict(metrics, on_step=True, on_epoch=False, sync_dist=True, batch_size=n)
-            self.log_dict({"loss_d": metrics["train/loss_d"], "loss_g": metrics["train/loss_g"]}, prog_bar=True, logger=False, sync_dist=True, batch_size=n)
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Gradient clipping (optim.clip_grad_norm_d / _g). Lightning calls this inside opt.step(),
+        after fp16's gradient scaler has unscaled the gradients: clipping right after
+        manual_backward would clip the loss-scaled ones. (The alarms' callbacks ran just before.)"""
+        if not any(self.clip_grad_norm):  # off: nothing per step
+            return
+        clip = self.clip_grad_norm[0 if optimizer is self.trainer.optimizers[0] else 1]  # configure_optimizers' order
+        if clip:
+            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+
+    def log_training(self, d: dict, loss_g: torch.Tensor, grad_norm_g: torch.Tensor, noise_std: float) -> None:
+        """The training scalars of this step (the last D update's and the G update's); every name in
+        one place. How D's output reads depends on the loss (loss.d_output): a probability for the
+        logistic losses (train/d_real, train/d_fake: mean D(x), D(G(z))), a raw score otherwise."""
+        real, fake = d["real_logits"].detach(), d["fake_logits"].detach()
+        probability, margin = self.d_output == "probability", self.d_output == "margin"
+        lr_d, lr_g = (opt.param_groups[0]["lr"] for opt in self.trainer.optimizers) if self.scheduled else (None, None)
+        metrics = {
+            "train/loss_d": d["loss_d"].detach(),
+            "train/loss_g": loss_g.detach(),
+            "train/d_real": torch.sigmoid(real).mean() if probability else None,
+            "train/d_fake": torch.sigmoid(fake).mean() if probability else None,
+            "train/d_real_score": None if probability else real.mean(),
+            "train/d_fake_score": None if probability else fake.mean(),
+            # hinge: the share of samples D already separates by its margin (scores >= 1 real, <= -1 fake)
+            "train/d_margins_met": torch.cat([real >= 1, fake <= -1]).float().mean() if margin else None,
+            "train/grad_norm_g": grad_norm_g,
+            "train/penalty_r1": d["penalties"].get("r1"),
+            "train/penalty_gp": d["penalties"].get("gp"),
+            "train/instance_noise_std": noise_std if noise_std > 0 else None,
+            "train/lr_d": lr_d,
+            "train/lr_g": lr_g,
+        }
+        metrics = {name: value.detach() if torch.is_tensor(value) else value for name, value in metrics.items() if value is not None}
+        batch_size = d["real_logits"].shape[0]  # one D minibatch
+        self.log_dict(metrics, on_step=True, on_epoch=False, sync_dist=True, batch_size=batch_size)
+        self.log_dict({"loss_d": metrics["train/loss_d"], "loss_g": metrics["train/loss_g"]}, prog_bar=True, logger=False, sync_dist=True, batch_size=batch_size)
 
     def sampler(self) -> nn.Module:
         """The network samples come from: G's moving average once it has started, else G."""

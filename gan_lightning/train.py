@@ -1,14 +1,11 @@
 """Hydra entry point: compose the config, build everything from it, train."""
 
-import ctypes
-import importlib.util
 import logging
 import os
 import shutil
 import signal
 import sys
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
@@ -22,10 +19,10 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins import MixedPrecision
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf, read_write
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
-from gan_lightning import runfolder
+from gan_lightning import compat, runfolder
 from gan_lightning.alarms import CollapseAlarm, NonFiniteError
 from gan_lightning.callbacks import InterruptCheckpoint, Interrupted, NetworkSummary
 from gan_lightning.checkpoint import AtomicCheckpointIO, CheckpointError, check_resume, newest_last_checkpoint, read_checkpoint
@@ -52,23 +49,7 @@ def config_dir() -> str:
 CONFIG_DIR = config_dir()
 
 
-def use_default_cuda_check_without_nvidia_driver() -> None:
-    """Undo Lightning's PYTORCH_NVML_BASED_CUDA_CHECK=1 on a machine without the NVIDIA driver.
-
-    Lightning sets it when imported, so that torch.cuda.is_available() asks NVML instead of
-    initialising CUDA before DDP forks. Without the driver, torch then tries to load NVML anew at
-    every call, and Adam.step() makes that call at every step: the reference GAN lost ~6% of its
-    images/s on this CPU machine (BENCHMARKS.md). Without a driver there is no CUDA to initialise,
-    so torch's default check is as safe."""
-    if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") != "1":
-        return
-    try:
-        ctypes.CDLL("libnvidia-ml.so.1")
-    except OSError:
-        del os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"]
-
-
-use_default_cuda_check_without_nvidia_driver()
+compat.use_default_cuda_check_without_nvidia_driver()  # at import: Lightning sets the variable when imported
 
 
 class DropLines(logging.Filter):
@@ -150,50 +131,6 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=plugins, **kwargs)
 
 
-DDP_LAUNCH_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
-
-
-@contextmanager
-def ddp_launch_scope(ckpt_path: str | None = None):
-    """Let each job of a Hydra multirun launch its own DDP processes, whatever process runs the job.
-
-    Lightning's DDP launcher starts the other ranks by re-running sys.argv (as `python -m
-    <__main__'s module>` when there is one) with hydra.run.dir=HydraConfig.run.dir. In a multirun
-    that would start the whole sweep again, in a new folder, and in a job started by a launcher
-    (submitit's `python -m submitit.core._submit`) it would run the launcher's program: point it
-    at `python -m gan_lightning.train` with this job's overrides (and the checkpoint it resumes
-    from), in this job's folder. The launcher also leaves its variables in os.environ (LOCAL_RANK
-    makes the next job believe its processes are started externally) and a process group
-    behind: undo both when the job ends. ckpt_path: the checkpoint this process resumes from, which
-    the others must use too (ckpt_path=last could name a newer file by the time they look).
-    """
-    import __main__
-
-    hydra_cfg = HydraConfig.get()
-    saved_argv, saved_spec = sys.argv, getattr(__main__, "__spec__", None)
-    saved_env = {key: os.environ.get(key) for key in DDP_LAUNCH_VARIABLES}
-    if hydra_cfg.mode == RunMode.MULTIRUN:
-        sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
-        __main__.__spec__ = importlib.util.find_spec("gan_lightning.train")
-        with read_write(hydra_cfg):
-            hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
-    if ckpt_path:  # quoted: a sweep job's folder name holds ',' and '=', which Hydra would parse
-        quoted = str(ckpt_path).replace("\\", "\\\\").replace("'", "\\'")
-        sys.argv = [*(arg for arg in sys.argv if not arg.startswith("ckpt_path=")), f"ckpt_path='{quoted}'"]
-    try:
-        yield
-    finally:
-        sys.argv = saved_argv
-        __main__.__spec__ = saved_spec
-        for key, value in saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-
-
 @rank_zero_only
 def log_hparams(loggers: list, params: dict) -> None:
     """Fill TensorBoard's HPARAMS tab with the run's params: its session start summary alone. Without
@@ -205,7 +142,7 @@ def log_hparams(loggers: list, params: dict) -> None:
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
             _, session_start, _ = hparams_summary(params, {})
-            logger.experiment._get_file_writer().add_summary(session_start)
+            compat.file_writer(logger.experiment).add_summary(session_start)
 
 
 def resume_from(cfg: DictConfig) -> str | None:
@@ -233,6 +170,7 @@ def train(cfg: DictConfig, extra_callbacks: list = ()) -> float | None:
     extra_callbacks are added to the configured ones (benchmarks/throughput.py times steps so).
     A SIGTERM or SIGUSR1 ends it with Interrupted, after the checkpoint to resume from is saved."""
     validate(cfg)
+    compat.check()  # the internals the workarounds rely on are there
     ckpt_path = resume_from(cfg)
     datamodule = instantiate(cfg.data.datamodule)
     datamodule.prepare_data()  # fail on missing data before launching processes or building models
@@ -247,7 +185,7 @@ def train(cfg: DictConfig, extra_callbacks: list = ()) -> float | None:
 
     run_dir = HydraConfig.get().runtime.output_dir
     try:
-        with ddp_launch_scope(ckpt_path):
+        with compat.ddp_launch_scope(ckpt_path):
             try:
                 trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
             except SIGTERMException:  # a SystemExit with code 0: a scheduler would think the run finished
@@ -288,7 +226,7 @@ def remove_unused_run_folder(hydra_cfg) -> None:
                 break
 
 
-EXPECTED_ERRORS = (ConfigError, CheckpointError, DataError, MNISTNotFoundError, InceptionUnavailable)
+EXPECTED_ERRORS = (compat.CompatError, ConfigError, CheckpointError, DataError, MNISTNotFoundError, InceptionUnavailable)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")

@@ -69,14 +69,35 @@ def test_d_won_alarm_needs_a_sustained_window_and_can_stop(caplog):
     assert alarm.d_won_since == 150 and not alarm.raised["d_won"]
 
 
-def test_low_coverage_alarm_reads_the_evaluation_metric():
-    alarm = CollapseAlarm(min_classes_covered=8)
-    trainer = fake_trainer(eval__classes_covered=10.0)
+def test_d_won_reads_the_hinge_margins_and_is_off_for_raw_scores():
+    alarm = CollapseAlarm(window_steps=0)
+    trainer = fake_trainer(train__d_margins_met=0.98)  # hinge: a few samples still inside the margin
+    alarm.check(trainer)
+    assert not alarm.raised["d_won"]
+    trainer.callback_metrics["train/d_margins_met"] = torch.tensor(1.0)  # every one past it: D's loss is 0
+    alarm.check(trainer)
+    assert alarm.raised["d_won"]
+    # least-squares and Wasserstein log raw scores only: no D-won criterion, whatever their values
+    alarm = CollapseAlarm(window_steps=0)
+    trainer = fake_trainer(train__d_real_score=50.0, train__d_fake_score=-50.0)
+    alarm.check(trainer)
+    assert alarm.d_won_since is None and not alarm.raised["d_won"]
+
+
+def test_low_coverage_alarm_reads_the_evaluation_metric_once_the_run_is_old_enough(caplog):
+    alarm = CollapseAlarm(min_classes_covered=8, min_steps=100)
+    trainer = fake_trainer(eval__classes_covered=1.0)
+    alarm.check(trainer)  # step 40: too early to call it a collapse
+    assert not alarm.raised["low_coverage"]
+    trainer.global_step = 100
+    trainer.callback_metrics["eval/classes_covered"] = torch.tensor(10.0)
     alarm.check(trainer)
     assert not alarm.raised["low_coverage"]
-    trainer.callback_metrics["eval/classes_covered"] = torch.tensor(6.0)
-    alarm.check(trainer)
+    trainer.callback_metrics["eval/classes_covered"] = torch.tensor(1.0)
+    with caplog.at_level(logging.WARNING):
+        alarm.check(trainer)
     assert alarm.raised["low_coverage"] and trainer.should_stop is False
+    assert "step 100: mode collapse: the samples cover 1 of the 10 digit classes, fewer than 8." in caplog.text
 
 
 def test_alarms_fire_in_a_real_run_with_flags_and_text_entries(train_in_process, tmp_path, caplog):
@@ -85,6 +106,7 @@ def test_alarms_fire_in_a_real_run_with_flags_and_text_entries(train_in_process,
     with caplog.at_level(logging.WARNING):
         train_in_process("callbacks.collapse_alarm.d_real_above=0", "callbacks.collapse_alarm.d_fake_below=1",
                          "callbacks.collapse_alarm.window_steps=4", "callbacks.collapse_alarm.min_classes_covered=11",
+                         "callbacks.collapse_alarm.min_steps=0",
                          "eval.num_samples=200", "eval.batch_size=100")
     run = tmp_path / "run"
     events = EventAccumulator(str(next(run.glob("events*"))), size_guidance={"tensors": 0})

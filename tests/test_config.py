@@ -1,8 +1,6 @@
 """Every option of every config group composes and builds; impossible values are refused."""
 
-import os
 from pathlib import Path
-from unittest import mock
 
 import pytest
 from hydra.utils import instantiate
@@ -10,6 +8,7 @@ from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 from omegaconf import OmegaConf
 from torch import nn
 
+from gan_lightning.metrics.callback import EvaluateGenerator
 from gan_lightning.config import ConfigError, validate
 from gan_lightning.losses import gan_discriminator_loss, non_saturating_generator_loss
 from gan_lightning.train import CONFIG_DIR, build_trainer, several_processes
@@ -35,8 +34,9 @@ def test_every_option_composes_and_builds(group, option, tmp_path):
     module = instantiate(cfg.module, _recursive_=False, _convert_="all")
     assert len(module.configure_optimizers()) == 2
     instantiate(cfg.data.datamodule)
-    for node in (cfg.callbacks or {}).values():
-        instantiate(node)
+    callbacks = [instantiate(node) for node in (cfg.callbacks or {}).values() if node is not None]  # as train() builds them
+    if (group, option) == ("eval", "none"):  # no evaluation callback at all, not one switched off
+        assert not any(isinstance(c, EvaluateGenerator) for c in callbacks)
     for node in (cfg.logger or {}).values():
         instantiate(node)
     # the trainer itself, on CPU, whatever the option asks for (ddp included)
@@ -73,6 +73,12 @@ def test_the_default_config_builds_the_reference_gan():
         ("optim.lr_g=inf", "optim.lr_g must be a finite number > 0, got inf"),
         ("trainer.limit_train_batches=0", "trainer.limit_train_batches must be null, an integer >= 1 or a fraction in (0, 1], got 0"),
         ("eval.num_samples=1", "eval.num_samples must be an integer >= 2 (FID needs two samples), got 1"),
+        ("optim.clip_grad_norm_d=0", "optim.clip_grad_norm_d must be null or a finite number > 0, got 0"),
+        ("+trainer.gradient_clip_val=1.0", "trainer.gradient_clip_val must be left out (Lightning cannot clip under the GAN's manual "
+                                          "optimization): use optim.clip_grad_norm_d / optim.clip_grad_norm_g, got 1.0"),
+        ("+trainer.accumulate_grad_batches=2", "trainer.accumulate_grad_batches must be 1 (Lightning cannot accumulate gradients under "
+                                               "the GAN's manual optimization), got 2"),
+        ("loss.d_output=logit", "loss.d_output must be probability, margin or score, got 'logit'"),
     ],
 )
 def test_impossible_values_name_the_key_and_the_allowed_range(override, expected):
@@ -99,15 +105,3 @@ def test_the_progress_bar_is_redrawn_every_few_batches_and_can_be_switched_off(b
     else:  # the configured bar gives way instead of Lightning refusing the pair
         assert trainer.progress_bar_callback is None
         assert not any(isinstance(c, ProgressBar) for c in trainer.callbacks)
-
-
-def test_the_nvml_cuda_check_is_dropped_only_without_the_nvidia_driver(monkeypatch):
-    from gan_lightning import train
-
-    monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
-    with mock.patch.object(train.ctypes, "CDLL", return_value=object()):  # a driver: Lightning's setting stays
-        train.use_default_cuda_check_without_nvidia_driver()
-    assert os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == "1"
-    with mock.patch.object(train.ctypes, "CDLL", side_effect=OSError("libnvidia-ml.so.1: cannot open shared object file")):
-        train.use_default_cuda_check_without_nvidia_driver()
-    assert "PYTORCH_NVML_BASED_CUDA_CHECK" not in os.environ

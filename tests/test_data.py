@@ -25,6 +25,12 @@ def test_drops_the_incomplete_last_training_batch(mnist_root):
     assert [len(b) for b in dm.train_dataloader()] == [100, 100]
 
 
+def test_a_training_batch_holds_a_real_minibatch_per_d_step(mnist_root):
+    dm = MNISTDataModule(root=str(mnist_root), batch_size=32, download=False, batches_per_step=3)
+    dm.setup("fit")
+    assert [len(b) for b in dm.train_dataloader()] == [96, 96]  # 256 images: 2 full steps of 3 x 32
+
+
 def test_missing_data_without_download_names_the_folder_and_the_fix(tmp_path):
     with pytest.raises(MNISTNotFoundError) as err:
         MNISTDataModule(root=str(tmp_path), download=False).prepare_data()

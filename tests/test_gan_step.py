@@ -9,6 +9,7 @@ one with the option and one without, then differ in D's update by -lr times the 
 import functools
 
 import lightning as L
+from lightning.pytorch.plugins import MixedPrecision
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -56,11 +57,11 @@ SGD = {"lr_g": LR, "lr_d": LR, "d_steps": 1, "optimizer": {"_target_": "torch.op
 ADAM = {"lr_g": 1e-3, "lr_d": 1e-3, "d_steps": 1, "optimizer": {"_target_": "torch.optim.Adam", "betas": [0.5, 0.999]}}
 
 
-def fit(module: GAN, steps: int, batch_size: int = 4, callbacks=()) -> GAN:
+def fit(module: GAN, steps: int, batch_size: int = 4, callbacks=(), plugins=()) -> GAN:
     """steps batches of IMAGES, in order, from the same noise stream in every call."""
     torch.manual_seed(1)
     trainer = L.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, callbacks=list(callbacks))
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=list(callbacks), plugins=list(plugins))
     trainer.fit(module, DataLoader(IMAGES[: steps * batch_size], batch_size=batch_size))
     return module
 
@@ -73,7 +74,7 @@ def gan(model=LINEAR_D, loss=NON_SATURATING, optim=SGD, **kwargs) -> GAN:
 @pytest.mark.parametrize("r1_weight, gp_weight", [(3.0, 0.0), (0.0, 5.0), (3.0, 5.0)])
 def test_d_loss_includes_r1_and_the_gradient_penalty_with_their_weights(r1_weight, gp_weight):
     plain = fit(gan(), steps=1).discriminator.linear
-    module = gan(loss={**NON_SATURATING, "gradient_penalty_weight": gp_weight}, regularization={"r1_weight": r1_weight})
+    module = gan(regularization={"r1_weight": r1_weight, "gradient_penalty_weight": gp_weight})
     w0 = module.discriminator.linear.weight.detach().clone()
     penalized = fit(module, steps=1).discriminator.linear
     # gamma/2 * ||w||^2 has gradient gamma * w; lambda * (||w|| - 1)^2 has 2 lambda (||w|| - 1) w / ||w||
@@ -108,6 +109,21 @@ def test_instance_noise_reaches_the_d_step_and_the_g_step():
     no_noise = gan(model=model)
     fit(no_noise, steps=1, batch_size=n)
     assert torch.equal(no_noise.discriminator.inputs[0][:n], IMAGES[:n])
+
+
+def test_each_d_step_gets_its_own_real_minibatch_and_only_the_last_fake_batch_has_a_graph_through_g():
+    model = {**LINEAR_D, "discriminator": {"_target_": f"{__name__}.RecordingDiscriminator"}}
+    module = gan(model=model, optim={**SGD, "d_steps": 2})
+    g_forwards_with_graph = []
+    module.generator.register_forward_hook(lambda net, args, out: g_forwards_with_graph.append(out.requires_grad))
+    fit(module, steps=1, batch_size=8)  # a training batch of 8 images: two D minibatches of 4
+    first_d, second_d, g_step = module.discriminator.inputs
+    assert torch.equal(first_d[:4], IMAGES[:4]) and torch.equal(second_d[:4], IMAGES[4:8])
+    assert not torch.equal(first_d[4:], second_d[4:])  # fresh fakes for each D step
+    assert torch.equal(g_step, second_d[4:])  # G's step reuses the last D step's fakes ...
+    assert g_forwards_with_graph == [False, True]  # ... the only ones generated with a graph through G
+    with pytest.raises(ValueError, match="does not split into optim.d_steps=2"):
+        fit(gan(optim={**SGD, "d_steps": 2}), steps=1, batch_size=3)
 
 
 def test_instance_noise_falls_over_the_steps_of_a_run():
@@ -162,6 +178,30 @@ def test_a_d_step_leaves_g_unchanged_and_a_g_step_leaves_d_unchanged():
     # G's backward pass left no gradient in D: D's gradients are still those of the last D step
     for d_step, g_step in zip(watch.steps[1::3], watch.steps[2::3]):
         assert all(torch.equal(a, b) for a, b in zip(d_step["grad_before"]["d"], g_step["grad_before"]["d"]))
+
+
+@pytest.mark.parametrize("precision", ["32-true", "16-mixed"])
+def test_gradient_clipping_bounds_each_networks_update(precision):
+    # With SGD an update is -lr x the gradient: a clipped gradient norm c gives an update of norm lr x c.
+    # In 16-mixed the gradients are loss-scaled (x 2^16) until the scaler unscales them inside the step:
+    # clipping before that would give updates 2^16 times too small.
+    clip_d, clip_g = 1e-3, 2e-3
+    watch = WatchSteps()
+    plugins = [MixedPrecision("16-mixed", "cpu")] if precision == "16-mixed" else []
+    fit(gan(model=MLP_D, optim={**SGD, "d_steps": 2, "clip_grad_norm_d": clip_d, "clip_grad_norm_g": clip_g}), steps=2,
+        callbacks=[watch], plugins=plugins)
+    for step in watch.steps:
+        net, clip = (("d", clip_d) if step["opt"] == "d" else ("g", clip_g))
+        update = torch.cat([(a - b).flatten() for a, b in zip(step["after"][net], step["before"][net])])
+        assert update.norm().item() == pytest.approx(LR * clip, rel=1e-3)
+    if precision != "32-true":
+        return
+    unclipped = WatchSteps()  # the bound is not vacuous: without clipping these updates are far larger
+    fit(gan(model=MLP_D, optim={**SGD, "d_steps": 2}), steps=1, callbacks=[unclipped])
+    for step in unclipped.steps:
+        net = step["opt"]
+        update = torch.cat([(a - b).flatten() for a, b in zip(step["after"][net], step["before"][net])])
+        assert update.norm().item() > 10 * LR * clip_g
 
 
 def test_frozen_stops_weight_gradients_not_input_gradients_and_restores_what_it_froze():

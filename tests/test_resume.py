@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import lightning as L
+import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -68,8 +69,9 @@ def test_one_epoch_resumed_for_another_ends_as_two_epochs(mnist_root, tmp_path):
 
 
 def test_resume_at_an_epoch_end_and_within_an_epoch_with_ema_lr_schedule_and_instance_noise(mnist_root, tmp_path):
+    # 2 D steps per batch, each on 16 real images of its own: still 8 batches of 32 images per epoch
     overrides = [f"data.root={mnist_root}", "eval=none", "ema=enabled", "ema.start_step=4", "optim.lr_schedule=cosine",
-                 "regularization.instance_noise.sigma=0.1"]
+                 "regularization.instance_noise.sigma=0.1", "optim.d_steps=2", "data.batch_size=16"]
     mid_epoch = tmp_path / "mid_epoch.ckpt"
     uninterrupted = run(tmp_path, "two_epochs", overrides, callbacks=[SaveAt(MID_EPOCH_STEP, mid_epoch)])
     assert 0 < uninterrupted["state_dict"]["generator_ema.n_averaged"] < 2 * BATCHES  # the EMA is on, from step 4
@@ -86,3 +88,17 @@ def test_resume_at_an_epoch_end_and_within_an_epoch_with_ema_lr_schedule_and_ins
     resumed_mid_epoch = run(tmp_path, "resumed_mid_epoch", [*overrides, f"ckpt_path={mid_epoch}"])
     assert_same_training_state(resumed_mid_epoch, uninterrupted)
     assert logged_lr_g(tmp_path / "resumed_mid_epoch") == logged_lr_g(tmp_path / "two_epochs", from_step=MID_EPOCH_STEP)
+
+
+def test_another_d_steps_is_refused_only_for_a_checkpoint_from_the_middle_of_an_epoch():
+    from gan_lightning.checkpoint import CheckpointError, check_resume
+
+    settings = lambda d_steps: {"optim": {"d_steps": d_steps, "lr_d": 2e-4}}  # noqa: E731
+    def saved(ready, last):
+        progress = {"current": {"ready": ready}, "is_last_batch": last}
+        return {"hyper_parameters": settings(1), "loops": {"fit_loop": {"epoch_loop.batch_progress": progress}}}
+
+    assert check_resume("end.ckpt", saved(8, True), settings(2)) == ["resume: optim.d_steps changed 1 -> 2"]
+    with pytest.raises(CheckpointError, match=r"mid.ckpt, saved in the middle of an epoch, with another optim.d_steps \(1 -> 2\)"):
+        check_resume("mid.ckpt", saved(3, False), settings(2))
+    assert check_resume("mid.ckpt", saved(3, False), settings(1)) == []

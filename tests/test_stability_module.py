@@ -22,6 +22,7 @@ NON_SATURATING = {
 }
 HINGE = {
     "name": "hinge",
+    "d_output": "margin",
     "generator": {"_target_": "gan_lightning.losses.hinge_generator_loss", "_partial_": True},
     "discriminator": {"_target_": "gan_lightning.losses.hinge_discriminator_loss", "_partial_": True},
 }
@@ -32,12 +33,13 @@ def optim(**extra):
 
 
 class Record(L.Callback):
-    """After every batch: G's weights and both learning rates."""
+    """After every batch: G's weights, both learning rates and the names of the logged scalars."""
 
     def __init__(self):
-        self.weights, self.lrs = [], []
+        self.weights, self.lrs, self.logged = [], [], []
 
     def on_train_batch_end(self, trainer, pl_module, *args):
+        self.logged.append(set(trainer.callback_metrics))
         self.weights.append([p.detach().clone() for p in pl_module.generator.parameters()])
         self.lrs.append([opt.param_groups[0]["lr"] for opt in trainer.optimizers])
 
@@ -92,16 +94,24 @@ def test_label_smoothing_is_refused_for_a_loss_without_a_real_target():
         GAN(MODEL, HINGE, optim(), regularization={"real_label": 0.9})
 
 
-def test_hinge_and_least_squares_train_a_few_steps_to_finite_weights():
+def test_hinge_and_least_squares_train_a_few_steps_to_finite_weights_and_log_raw_scores():
     torch.manual_seed(0)
-    for loss in (HINGE, {**NON_SATURATING, "discriminator": {"_target_": "gan_lightning.losses.least_squares_discriminator_loss", "_partial_": True},
-                          "generator": {"_target_": "gan_lightning.losses.least_squares_generator_loss", "_partial_": True}}):
+    least_squares = {"name": "least_squares", "d_output": "score",
+                     "discriminator": {"_target_": "gan_lightning.losses.least_squares_discriminator_loss", "_partial_": True},
+                     "generator": {"_target_": "gan_lightning.losses.least_squares_generator_loss", "_partial_": True}}
+    for loss in (HINGE, least_squares):
         module = GAN(MODEL, loss, optim())
         weights = [p for p in module.parameters() if p.dim() > 1]  # (D's last bias has no gradient under hinge while all logits are within the margin)
         before = [p.detach().clone() for p in weights]
-        fit(module, steps=3)
+        record = fit(module, steps=3)
         assert all(torch.isfinite(p).all() for p in module.parameters())
         assert all(not torch.equal(a, b) for a, b in zip(before, weights))  # both networks learned
+        # 3 steps, fewer than log_every_n_steps (50): the scalars are logged at the run's last step;
+        # D's output is a score here, logged as one, not as a sigmoid "probability"
+        assert record.logged[:2] == [set(), set()]
+        assert {"train/loss_d", "train/d_real_score", "train/d_fake_score"} <= record.logged[2]
+        assert not {"train/d_real", "train/d_fake"} & record.logged[2]
+        assert ("train/d_margins_met" in record.logged[2]) is (loss is HINGE)
 
 
 @pytest.mark.parametrize("overrides", [

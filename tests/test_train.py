@@ -38,11 +38,12 @@ def checkpoint(path: Path) -> dict:
 
 def test_a_run_writes_config_checkpoint_scalars_images_and_hparams(mnist_root, tmp_path):
     run = tmp_path / "run"
-    # min_classes_covered=11: the coverage alarm (at most 10 classes) warns after the last epoch.
+    # min_classes_covered=11, min_steps=0: the coverage alarm (at most 10 classes) warns after the last epoch.
     # With the model summary, and Python's default warnings: what a user's console shows.
     fast = [o for o in FAST if not o.startswith("trainer.enable_model_summary")]
     result = check(run_train(f"data.root={mnist_root}", f"hydra.run.dir={run}", *fast, "trainer.max_epochs=2",
-                             "callbacks.collapse_alarm.min_classes_covered=11", env={"PYTHONWARNINGS": "default"}))
+                             "callbacks.collapse_alarm.min_classes_covered=11",
+                             "callbacks.collapse_alarm.min_steps=0", env={"PYTHONWARNINGS": "default"}))
     assert (run / ".hydra" / "config.yaml").is_file()
     # the project's warnings and Lightning's lines reach the run's log file (Hydra's file handler)
     log = (run / "train.log").read_text()
@@ -82,6 +83,8 @@ def test_steps_count_batches_for_max_steps_and_checkpoints(train_in_process, tmp
     run = tmp_path / "run"
     ckpt = checkpoint(run / "checkpoints" / "last.ckpt")
     assert ckpt["global_step"] == 11  # 11 batches, although 33 optimizer steps were taken
+    # an epoch is every image once through D: 256 / (2 D steps x 32) = 4 batches, so step 11 is in epoch 2
+    assert ckpt["epoch"] == 2
     d_state, g_state = ckpt["optimizer_states"]
     assert d_state["state"][0]["step"].item() == 22 and g_state["state"][0]["step"].item() == 11
     assert len(scalar_values(run, "train/loss_d")) == 11

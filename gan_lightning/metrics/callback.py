@@ -20,7 +20,7 @@ class EvaluateGenerator(L.Callback):
     torchmetrics sums the states over processes, so every process logs the single-process values.
     """
 
-    def __init__(self, data_root: str, every_n_epochs: int = 5, num_samples: int = 10000, batch_size: int = 1000, seed: int = 0, enabled: bool = True,
+    def __init__(self, data_root: str, every_n_epochs: int = 5, num_samples: int = 10000, batch_size: int = 1000, seed: int = 0,
                  inception: bool = False, inception_weights: str | None = None):
         if every_n_epochs < 1 or num_samples < 2:
             raise ValueError(f"eval.every_n_epochs must be >= 1 and eval.num_samples >= 2, got {every_n_epochs} and {num_samples}")
@@ -29,7 +29,6 @@ class EvaluateGenerator(L.Callback):
         self.num_samples = num_samples
         self.batch_size = batch_size
         self.seed = seed
-        self.enabled = enabled
         self.inception = inception
         self.inception_weights = inception_weights
         self.inception_metric = None
@@ -39,9 +38,9 @@ class EvaluateGenerator(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # Both now, not at the first evaluation: missing weights or reference images stop the run
         # before any training instead of after its last epoch.
-        if self.enabled and self.inception and self.inception_metric is None:
+        if self.inception and self.inception_metric is None:
             self.inception_metric = inception_fid(self.inception_weights)
-        if self.enabled and self.reference is None:
+        if self.reference is None:
             try:
                 self.reference = load_mnist_images(self.data_root, train=False)
             except MNISTNotFoundError as err:
@@ -56,7 +55,7 @@ class EvaluateGenerator(L.Callback):
         return epochs_done or steps_done or trainer.should_stop
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self.enabled or trainer.sanity_checking:
+        if trainer.sanity_checking:
             return
         if (trainer.current_epoch + 1) % self.every_n_epochs == 0 or self.is_last_epoch(trainer):
             start = time.perf_counter()

@@ -1,0 +1,249 @@
+"""Every workaround of Lightning, Hydra or torch internals, in one place.
+
+Each one relies on something private (an attribute, a function, a command line its upstream
+builds) and says what upstream behaviour it works around. check() runs once when training starts
+and raises CompatError, naming the supported releases, when one of those internals is gone or has
+changed, instead of letting a workaround silently do the wrong thing. tests/test_compat.py has a
+test per workaround that fails when upstream changes under it.
+"""
+
+import ctypes
+import functools
+import importlib.util
+import inspect
+import os
+import sys
+from contextlib import contextmanager
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import read_write
+
+SUPPORTED = "torch>=2.6, lightning>=2.4, hydra-core>=1.3 (pyproject.toml)"
+
+
+class CompatError(RuntimeError):
+    pass
+
+
+def do_nothing() -> None:
+    pass
+
+
+# --- Lightning: global_step under manual optimization --------------------------------------------
+# Lightning counts every optimizer.step() in trainer.global_step under manual optimization
+# (Lightning issue #17958, "global_step incremented by each optimizer in manual optimization"), so
+# with d_steps D updates and one G update a batch would count d_steps + 1 steps, and max_steps,
+# log_every_n_steps and checkpoint intervals would no longer count batches. The manual loop re-arms
+# the counting hooks on the LightningOptimizer before every batch (loops/optimization/manual.py);
+# disarming D's leaves one count per batch, G's.
+def count_generator_steps_only(opt_d) -> None:
+    opt_d._on_before_step = opt_d._on_after_step = do_nothing
+
+
+def _check_step_hooks() -> None:
+    from lightning.pytorch.core.optimizer import LightningOptimizer
+    from lightning.pytorch.loops.optimization.manual import _ManualOptimization
+
+    step = inspect.getsource(LightningOptimizer.step)
+    run = inspect.getsource(_ManualOptimization)
+    if not ("self._on_before_step()" in step and "self._on_after_step()" in step and "lightning_optimizer._on_before_step" in run):
+        raise CompatError("LightningOptimizer no longer counts steps through _on_before_step/_on_after_step")
+
+
+# --- Hydra: partial objects -----------------------------------------------------------------------
+def bare(fn):
+    """The function inside a Hydra `_partial_` object. Hydra re-checks its target policy on every
+    call of such an object (about 1 ms each on CPU, more than a D step of the reference MLPs at
+    batch 64); the target was authorized when it was instantiated, so call the function directly."""
+    if isinstance(fn, functools.partial):
+        return functools.partial(fn.func, *fn.args, **fn.keywords)
+    return fn
+
+
+def _check_partial() -> None:
+    from hydra.utils import instantiate
+
+    made = instantiate({"_target_": "builtins.max", "_partial_": True, "default": 0})
+    if not isinstance(made, functools.partial) or made.keywords.get("default") != 0:
+        raise CompatError(f"hydra's _partial_ no longer gives a functools.partial (got {type(made).__name__})")
+
+
+# --- torch + Lightning: the NVML-based CUDA check, on machines without the NVIDIA driver ----------
+# Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 when imported (lightning/fabric/__init__.py), which
+# torch.cuda.is_available() reads (torch PR #85951, torch.cuda._nvml_based_avail).
+def use_default_cuda_check_without_nvidia_driver() -> None:
+    """Undo Lightning's PYTORCH_NVML_BASED_CUDA_CHECK=1 on a machine without the NVIDIA driver.
+
+    Lightning sets it when imported, so that torch.cuda.is_available() asks NVML instead of
+    initialising CUDA before DDP forks. Without the driver, torch then tries to load NVML anew at
+    every call, and Adam.step() makes that call at every step: the reference GAN lost ~6% of its
+    images/s on this CPU machine (BENCHMARKS.md). Without a driver there is no CUDA to initialise,
+    so torch's default check is as safe."""
+    if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") != "1":
+        return
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        del os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"]
+
+
+def _check_nvml() -> None:
+    if "PYTORCH_NVML_BASED_CUDA_CHECK" not in inspect.getsource(torch.cuda._nvml_based_avail):
+        raise CompatError("torch.cuda no longer reads PYTORCH_NVML_BASED_CUDA_CHECK")
+
+
+# --- Lightning + Hydra: DDP inside a multirun -------------------------------------------------------
+# Lightning's _hydra_subprocess_cmd (lightning/fabric/strategies/launchers/subprocess_script.py)
+# starts the other ranks as sys.argv[1:] + hydra.run.dir=HydraConfig.run.dir (Hydra issue #2070,
+# Lightning PR #18175, open): in a multirun that re-runs the whole sweep.
+DDP_LAUNCH_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+@contextmanager
+def ddp_launch_scope(ckpt_path: str | None = None):
+    """Let each job of a Hydra multirun launch its own DDP processes, whatever process runs the job.
+
+    Lightning's DDP launcher starts the other ranks by re-running sys.argv (as `python -m
+    <__main__'s module>` when there is one) with hydra.run.dir=HydraConfig.run.dir. In a multirun
+    that would start the whole sweep again, in a new folder, and in a job started by a launcher
+    (submitit's `python -m submitit.core._submit`) it would run the launcher's program: point it
+    at `python -m gan_lightning.train` with this job's overrides (and the checkpoint it resumes
+    from), in this job's folder. The launcher also leaves its variables in os.environ (LOCAL_RANK
+    makes the next job believe its processes are started externally) and a process group
+    behind: undo both when the job ends. ckpt_path: the checkpoint this process resumes from, which
+    the others must use too (ckpt_path=last could name a newer file by the time they look).
+    """
+    import __main__
+
+    hydra_cfg = HydraConfig.get()
+    saved_argv, saved_spec = sys.argv, getattr(__main__, "__spec__", None)
+    saved_env = {key: os.environ.get(key) for key in DDP_LAUNCH_VARIABLES}
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
+        __main__.__spec__ = importlib.util.find_spec("gan_lightning.train")
+        with read_write(hydra_cfg):
+            hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
+    if ckpt_path:  # quoted: a sweep job's folder name holds ',' and '=', which Hydra would parse
+        quoted = str(ckpt_path).replace("\\", "\\\\").replace("'", "\\'")
+        sys.argv = [*(arg for arg in sys.argv if not arg.startswith("ckpt_path=")), f"ckpt_path='{quoted}'"]
+    try:
+        yield
+    finally:
+        sys.argv = saved_argv
+        __main__.__spec__ = saved_spec
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _check_ddp_command() -> None:
+    from lightning.fabric.strategies.launchers import subprocess_script
+
+    source = inspect.getsource(subprocess_script._hydra_subprocess_cmd)
+    if not all(part in source for part in ("sys.argv[1:]", "__main__.__spec__", "HydraConfig.get().run.dir")):
+        raise CompatError("Lightning's DDP launcher no longer builds its command from sys.argv, __main__.__spec__ and hydra.run.dir")
+
+
+# --- TensorBoard: the hparams tab without placeholder values ----------------------------------------
+# Lightning's TensorBoardLogger.log_hyperparams writes a placeholder value for every metric, and
+# SummaryWriter.add_hparams writes into a new sub-folder (a second run in TensorBoard); the hparams
+# summaries go to the run's own event file through the writer's private _get_file_writer().
+def file_writer(summary_writer):
+    return summary_writer._get_file_writer()
+
+
+def _check_file_writer() -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    if not callable(getattr(SummaryWriter, "_get_file_writer", None)):
+        raise CompatError("torch's SummaryWriter has no _get_file_writer()")
+
+
+# --- torch AMP: the gradient scaler's state, read without a host sync ------------------------------
+# GradScaler.get_scale() returns a Python float (a device-to-host sync per call), and the inf/NaN
+# findings of unscale_ are kept only in its private per-optimizer state; the non-finite alarm reads
+# both as device tensors, and uses AMP's fused inf/NaN kernel on the gradients (torch 2.x).
+def loss_scale(scaler) -> torch.Tensor:
+    """The scaler's current loss scale as a tensor on its device (no sync)."""
+    return scaler._scale
+
+
+def scaler_found_inf(scaler, optimizer) -> torch.Tensor | None:
+    """1. where the gradient scaler's unscale_ found inf/NaN gradients for this optimizer, 0. where
+    not; None before unscale_."""
+    state = scaler._per_optimizer_states.get(id(optimizer)) or {}
+    found = state.get("found_inf_per_device")  # set by unscale_, cleared by update()
+    if not found:
+        return None
+    return sum(v.to(scaler._scale.device) for v in found.values()).clamp(max=1).reshape(1)
+
+
+def add_non_finite(grads: list[torch.Tensor], found: torch.Tensor) -> None:
+    """found += 1 if a gradient holds inf/NaN, in one fused pass (AMP's kernel, with a scale of 1
+    it leaves the gradients unchanged)."""
+    torch._amp_foreach_non_finite_check_and_unscale_(grads, found, torch.ones(1, device=found.device))
+
+
+def _check_amp() -> None:
+    if not callable(getattr(torch, "_amp_foreach_non_finite_check_and_unscale_", None)):
+        raise CompatError("torch._amp_foreach_non_finite_check_and_unscale_ is gone")
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0)
+    weight = torch.nn.Parameter(torch.ones(1))
+    optimizer = torch.optim.SGD([weight], lr=1.0)
+    scaler.scale(weight.sum() * float("inf")).backward()
+    scaler.unscale_(optimizer)
+    if not (isinstance(loss_scale(scaler), torch.Tensor) and scaler_found_inf(scaler, optimizer).item() == 1.0):
+        raise CompatError("torch's GradScaler no longer keeps _scale and _per_optimizer_states[...]['found_inf_per_device']")
+
+
+# --- torch: EMA updates grouped by device and dtype ---------------------------------------------------
+# torch.optim.swa_utils.AveragedModel groups tensors with this private helper for its multi_avg_fn;
+# module.EMA does the same.
+def group_by_device_and_dtype(tensorlists: list[list[torch.Tensor]]):
+    from torch.utils._foreach_utils import _group_tensors_by_device_and_dtype
+
+    return _group_tensors_by_device_and_dtype(tensorlists)
+
+
+def _check_grouping() -> None:
+    a, b = torch.zeros(2), torch.ones(2)
+    grouped = group_by_device_and_dtype([[a], [b]])
+    ((_, ([[ga], [gb]], _)),) = grouped.items()  # {(device, dtype): ([group of a's list, of b's], indices)}
+    if not (ga is a and gb is b):
+        raise CompatError("torch.utils._foreach_utils._group_tensors_by_device_and_dtype changed its result")
+
+
+# --- Lightning: the batch counter of the running epoch -------------------------------------------------
+# data.ResumableLoader skips the batches a resumed epoch already trained; Lightning restores its own
+# count of them (fit_loop.epoch_loop.batch_progress) but not a loader's state when
+# configure_optimizers asks for estimated_stepping_batches (Lightning issue #20550).
+def batches_trained_this_epoch(trainer) -> int:
+    return trainer.fit_loop.epoch_loop.batch_progress.current.ready
+
+
+def _check_batch_progress() -> None:
+    from lightning.pytorch.loops.progress import _BatchProgress
+
+    if not hasattr(_BatchProgress().current, "ready"):
+        raise CompatError("Lightning's batch progress has no current.ready")
+
+
+CHECKS = [_check_step_hooks, _check_partial, _check_nvml, _check_ddp_command, _check_file_writer, _check_amp, _check_grouping,
+          _check_batch_progress]
+
+
+def check() -> None:
+    """Raise CompatError if an internal a workaround here relies on has changed."""
+    for one in CHECKS:
+        try:
+            one()
+        except CompatError as err:
+            raise CompatError(f"{err}: gan_lightning's workaround (gan_lightning/compat.py) does not fit the installed release; supported: {SUPPORTED}") from None
+        except (ImportError, AttributeError, OSError, TypeError) as err:
+            raise CompatError(f"{one.__name__}: {type(err).__name__}: {err}: gan_lightning/compat.py does not fit the installed release; supported: {SUPPORTED}") from None
