@@ -73,6 +73,12 @@ NO_END_OF_RUN_EVAL = ["eval.enabled=false"]
 LR, BETAS, LOG_EVERY = 2e-4, (0.5, 0.999), 50  # as conf/optim/adam.yaml and conf/trainer/default.yaml
 
 
+# What the step times are read from: wall time (the default), or with --clock cpu this process's CPU
+# time, which on a machine shared with other work counts the steps' own work and not the waits for a
+# core (meaningful with --threads 1: spinning OpenMP threads would count too).
+clock = time.perf_counter
+
+
 def images_per_second(times: list[float], warmup: int, batch_size: int) -> float:
     """From the end times of every step: the rate over the steps after the first `warmup`."""
     timed = len(times) - warmup
@@ -87,7 +93,7 @@ class StepTimer(L.Callback):
         self.times: list[float] = []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.times.append(time.perf_counter())
+        self.times.append(clock())
 
     def on_train_end(self, trainer, pl_module) -> None:
         if self.path and trainer.is_global_zero:
@@ -103,7 +109,7 @@ class CollateStamps:
         self.times: list[float] = []
 
     def __call__(self, batch):
-        self.times.append(time.perf_counter())
+        self.times.append(clock())
         return self.collate(batch)
 
 
@@ -163,7 +169,7 @@ def plain_loop(images: torch.Tensor, batch_size: int, loss: str, steps: int, war
                 last_losses = (loss_d.item(), loss_g.item())  # what a script would print  # noqa: F841
             if device == "cuda" and len(times) + 1 == warmup + steps:
                 torch.cuda.synchronize()  # the last step's kernels have run before its time is taken
-            times.append(time.perf_counter())
+            times.append(clock())
             if len(times) == warmup + steps:
                 break
     return images_per_second(times, warmup, batch_size)
@@ -270,7 +276,7 @@ def loader_rate(loader: DataLoader, batch_size: int, steps: int, warmup: int) ->
     times = []
     while len(times) < warmup + steps:
         for _ in loader:
-            times.append(time.perf_counter())
+            times.append(clock())
             if len(times) == warmup + steps:
                 break
     return images_per_second(times, warmup, batch_size)
@@ -342,6 +348,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where plain, project and common train (data and DDP: see README)")
     p.add_argument("--precision", choices=["32-true", "bf16-mixed", "16-mixed"], default="32-true", help="trainer.precision of plain, project and common")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="time steps by wall time, or by this process's CPU time (a busy machine; use with --threads 1)")
     p.add_argument("--tiny", action="store_true", help="a few steps of one small batch size, one repeat (for tests)")
     p.add_argument("--json", default=None, help="also write every measurement to this file")
     args = p.parse_args(argv)
@@ -379,6 +386,9 @@ def main(argv=None) -> None:
     args.data_root = str(Path(args.data_root).resolve())
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.clock == "cpu":
+        global clock
+        clock = time.process_time
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning").setLevel(logging.ERROR)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
@@ -387,7 +397,7 @@ def main(argv=None) -> None:
 
     print(f"# torch {torch.__version__}, lightning {L.__version__}, torch threads {torch.get_num_threads()}, "
           f"nproc {os.cpu_count()}, device {args.device}" + (f" ({torch.cuda.get_device_name()})" if args.device == "cuda" else "")
-          + f", precision {args.precision}, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+          + f", precision {args.precision}, clock {args.clock}, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"# {args.repeats} repeats x {args.steps} timed steps after {args.warmup} warm-up steps; data: {args.data_root}")
     if args.project_override:
         print(f"# project overrides: {' '.join(args.project_override)}")
