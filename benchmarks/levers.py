@@ -8,7 +8,11 @@ Variants (each adds to `base`, the plain loop of benchmarks/throughput.py):
   cat+frozen        both (what gan_lightning.module.GAN does)
   cat+frozen+foreach  and Adam(foreach=True): one multi-tensor kernel per op instead of a loop
   cat+frozen+fused    and Adam(fused=True): one fused kernel (rounding may differ in the last bits)
-  cat+frozen+compile  and torch.compile of both networks (compile time excluded: warm-up)
+  cat+frozen+compile  and torch.compile of both networks (compile time excluded: warm-up), default Adam
+  cat+frozen+fused+compile        fused Adam and torch.compile of both networks
+  cat+frozen+fused+compile_steps  fused Adam and torch.compile of G, of the D step's D pass and loss,
+                                  and of the G step's D pass and loss (whole-step graphs; the G
+                                  forward stays apart, its graph is used by both backward passes)
 """
 
 import argparse
@@ -29,7 +33,8 @@ from gan_lightning.losses import gan_discriminator_loss, non_saturating_generato
 from gan_lightning.module import frozen  # noqa: E402
 from gan_lightning.networks import MLPDiscriminator, MLPGenerator  # noqa: E402
 
-VARIANTS = ["base", "cat", "frozen", "cat+frozen", "cat+frozen+foreach", "cat+frozen+fused", "cat+frozen+compile"]
+VARIANTS = ["base", "cat", "frozen", "cat+frozen", "cat+frozen+foreach", "cat+frozen+fused", "cat+frozen+compile",
+            "cat+frozen+fused+compile", "cat+frozen+fused+compile_steps"]
 
 
 def run(variant: str, data: torch.Tensor, batch_size: int, steps: int, warmup: int) -> float:
@@ -38,12 +43,36 @@ def run(variant: str, data: torch.Tensor, batch_size: int, steps: int, warmup: i
     adam = {"foreach": True} if "foreach" in variant else {"fused": True} if "fused" in variant else {}
     opt_g = torch.optim.Adam(G.parameters(), lr=LR, betas=BETAS, **adam)
     opt_d = torch.optim.Adam(D.parameters(), lr=LR, betas=BETAS, **adam)
-    g, d = (torch.compile(G), torch.compile(D)) if "compile" in variant else (G, D)
+    g, d = (torch.compile(G), torch.compile(D)) if variant.endswith("+compile") else (G, D)
+
+    def d_step(real, fake):
+        real_logits, fake_logits = D(torch.cat([real, fake])).split(batch_size)
+        return gan_discriminator_loss(real_logits, fake_logits)
+
+    def g_step(fake):
+        return non_saturating_generator_loss(D(fake))
+
+    compiled_g, compiled_d_step, compiled_g_step = torch.compile(G), torch.compile(d_step), torch.compile(g_step)
     times = []
     while len(times) < warmup + steps:
         order = torch.randperm(len(data))
         for i in range(len(data) // batch_size):
             real = data[order[i * batch_size : (i + 1) * batch_size]]
+            if variant.endswith("compile_steps"):
+                fake = compiled_g(torch.randn(batch_size, G.latent_dim))
+                loss_d = compiled_d_step(real, fake.detach())
+                opt_d.zero_grad(set_to_none=True)
+                loss_d.backward()
+                opt_d.step()
+                with frozen(D):
+                    loss_g = compiled_g_step(fake)
+                opt_g.zero_grad(set_to_none=True)
+                loss_g.backward()
+                opt_g.step()
+                times.append(time.perf_counter())
+                if len(times) == warmup + steps:
+                    break
+                continue
             fake = g(torch.randn(batch_size, G.latent_dim))
             if "cat" in variant:
                 real_logits, fake_logits = d(torch.cat([real, fake.detach()])).split(batch_size)

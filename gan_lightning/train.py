@@ -29,6 +29,7 @@ from gan_lightning.checkpoint import AtomicCheckpointIO, CheckpointError, check_
 from gan_lightning.config import ConfigError, pick, validate
 from gan_lightning.data import DataError, MNISTNotFoundError
 from gan_lightning.metrics.inception import InceptionUnavailable
+from gan_lightning.precision import Float32Precision
 from gan_lightning.runfolder import slurm_batch_job
 from gan_lightning.summary import nothing_of_its_own, write_summary
 from gan_lightning.sweeps import newest_checkpoint, run_sweep_job
@@ -118,6 +119,10 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
         # 16-mixed. torch does fp16 autocast and loss scaling on the CPU: give Lightning that.
         kwargs["precision"] = None
         plugins.append(MixedPrecision("16-mixed", "cpu"))
+    elif str(cfg.trainer.get("precision")) in ("32-true", "32") and str(cfg.trainer.get("strategy", "auto")).startswith(("auto", "ddp")):
+        # Lightning's fp32 plugin, without the per-backward hook calls nobody listens to
+        kwargs["precision"] = None
+        plugins.append(Float32Precision())
     if cfg.trainer.strategy == "auto" and several_processes(cfg.trainer):
         # Each GAN step leaves one network out of the backward pass (D's step does not need G's
         # gradients, G's step not D's), which plain DDP's unused-parameter check rejects.

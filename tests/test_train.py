@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -78,8 +79,23 @@ def test_a_run_writes_config_checkpoint_scalars_images_and_hparams(mnist_root, t
         assert key in session
 
 
+class BackwardListener(L.Callback):
+    """Counts the backward hooks it gets (fp32 training calls them only when someone defines them)."""
+
+    def __init__(self):
+        self.calls = {"on_before_backward": 0, "on_after_backward": 0}
+
+    def on_before_backward(self, trainer, pl_module, loss):
+        self.calls["on_before_backward"] += 1
+
+    def on_after_backward(self, trainer, pl_module):
+        self.calls["on_after_backward"] += 1
+
+
 def test_steps_count_batches_for_max_steps_and_checkpoints(train_in_process, tmp_path):
-    train_in_process("trainer.max_epochs=5", "trainer.max_steps=11", "optim.d_steps=2")
+    listener = BackwardListener()
+    train_in_process("trainer.max_epochs=5", "trainer.max_steps=11", "optim.d_steps=2", extra_callbacks=[listener])
+    assert listener.calls == {"on_before_backward": 33, "on_after_backward": 33}  # a callback's own backward hooks run at every backward
     run = tmp_path / "run"
     ckpt = checkpoint(run / "checkpoints" / "last.ckpt")
     assert ckpt["global_step"] == 11  # 11 batches, although 33 optimizer steps were taken
