@@ -16,6 +16,7 @@ Variants (each adds to `base`, the plain loop of benchmarks/throughput.py):
 """
 
 import argparse
+import contextlib
 import statistics
 import sys
 import time
@@ -58,35 +59,22 @@ def run(variant: str, data: torch.Tensor, batch_size: int, steps: int, warmup: i
         order = torch.randperm(len(data))
         for i in range(len(data) // batch_size):
             real = data[order[i * batch_size : (i + 1) * batch_size]]
-            if variant.endswith("compile_steps"):
+            compile_steps = variant.endswith("compile_steps")
+            if compile_steps:
                 fake = compiled_g(torch.randn(batch_size, G.latent_dim))
                 loss_d = compiled_d_step(real, fake.detach())
-                opt_d.zero_grad(set_to_none=True)
-                loss_d.backward()
-                opt_d.step()
-                with frozen(D):
-                    loss_g = compiled_g_step(fake)
-                opt_g.zero_grad(set_to_none=True)
-                loss_g.backward()
-                opt_g.step()
-                times.append(time.perf_counter())
-                if len(times) == warmup + steps:
-                    break
-                continue
-            fake = g(torch.randn(batch_size, G.latent_dim))
-            if "cat" in variant:
-                real_logits, fake_logits = d(torch.cat([real, fake.detach()])).split(batch_size)
             else:
-                real_logits, fake_logits = d(real), d(fake.detach())
-            loss_d = gan_discriminator_loss(real_logits, fake_logits)
+                fake = g(torch.randn(batch_size, G.latent_dim))
+                if "cat" in variant:
+                    real_logits, fake_logits = d(torch.cat([real, fake.detach()])).split(batch_size)
+                else:
+                    real_logits, fake_logits = d(real), d(fake.detach())
+                loss_d = gan_discriminator_loss(real_logits, fake_logits)
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()
-            if "frozen" in variant:
-                with frozen(D):
-                    loss_g = non_saturating_generator_loss(d(fake))
-            else:
-                loss_g = non_saturating_generator_loss(d(fake))
+            with frozen(D) if compile_steps or "frozen" in variant else contextlib.nullcontext():
+                loss_g = compiled_g_step(fake) if compile_steps else non_saturating_generator_loss(d(fake))
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             opt_g.step()
