@@ -36,6 +36,22 @@ def scale_to_tanh_range(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(127.5).sub_(1.0)
 
 
+def scale_pixels(images: torch.Tensor, value_range=(-1.0, 1.0)) -> torch.Tensor:
+    """uint8 [0, 255] -> float in value_range (lo, hi): the range of the generator's output
+    (model.output_range), e.g. [-1, 1] for Tanh, [0, 1] for Sigmoid. [-1, 1] gives exactly
+    scale_to_tanh_range's values."""
+    lo, hi = value_range
+    return images.float().div_(255.0 / (hi - lo)).add_(lo)
+
+
+def rescale(images: torch.Tensor, from_range, to_range) -> torch.Tensor:
+    """Images in from_range mapped linearly to to_range (the same tensor when the ranges agree)."""
+    (a, b), (c, d) = from_range, to_range
+    if (a, b) == (c, d):
+        return images
+    return (images - a) * ((d - c) / (b - a)) + c
+
+
 def mnist_raw_folder(root: str) -> Path:
     return Path(root).resolve() / "MNIST" / "raw"
 
@@ -87,12 +103,12 @@ def load_mnist_images(root: str, train: bool = True) -> torch.Tensor:
 
 
 class InMemoryImages(Dataset):
-    """uint8 images scaled to [-1, 1] once, kept as one float tensor (188 MB for MNIST's 60,000
+    """uint8 images scaled to value_range ([-1, 1] unless told) once, kept as one float tensor (188 MB for MNIST's 60,000
     training images), so that a batch is one gather and no arithmetic: scaling each batch again
     cost ~3% of the reference GAN's images/s at batch 64 (measured, BENCHMARKS.md)."""
 
-    def __init__(self, images: torch.Tensor):
-        self.images = scale_to_tanh_range(images)
+    def __init__(self, images: torch.Tensor, value_range=(-1.0, 1.0)):
+        self.images = scale_pixels(images, value_range)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -167,8 +183,14 @@ def wants_device_data(on_device: str | bool, device: torch.device, num_workers: 
 
 
 class MNISTDataModule(L.LightningDataModule):
-    def __init__(self, root: str = "data", batch_size: int = 64, num_workers: int = 0, download: bool = True, on_device: str | bool = "auto"):
+    def __init__(self, root: str = "data", batch_size: int = 64, num_workers: int = 0, download: bool = True, on_device: str | bool = "auto",
+                 pixel_range=(-1.0, 1.0), num_train: int | None = None):
+        """pixel_range: the generator's output range (model.output_range), which the images are
+        scaled to. num_train: train on the first num_train training images only (None: all 60,000),
+        e.g. 50,000 with the last 10,000 held out for validation, as Goodfellow et al. 2014."""
         super().__init__()
+        self.pixel_range = tuple(pixel_range)
+        self.num_train = num_train
         self.root = str(root)
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -184,9 +206,9 @@ class MNISTDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
-            self.train_set = InMemoryImages(load_mnist_images(self.root, train=True))
+            self.train_set = InMemoryImages(load_mnist_images(self.root, train=True)[: self.num_train], self.pixel_range)
         if self.test_set is None:
-            self.test_set = InMemoryImages(load_mnist_images(self.root, train=False))
+            self.test_set = InMemoryImages(load_mnist_images(self.root, train=False), self.pixel_range)
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         if wants_device_data(self.on_device, device, self.num_workers):
             # Lightning has set up its strategy before this hook: root_device is this process's

@@ -129,6 +129,8 @@ class GAN(L.LightningModule):
                 raise ValueError(f"regularization.real_label (label smoothing) needs a loss with a real target (non_saturating, minimax, least_squares), not {loss.get('name')}")
             self.discriminator_loss = bare(instantiate(loss["discriminator"], real_label=real_label))
         self.latent_dim = self.generator.latent_dim
+        # The range of G's output activation; the data are scaled to it, grids and metrics read it.
+        self.output_range = tuple(model.get("output_range", (-1.0, 1.0)))
         self.d_steps = optim["d_steps"]
         self.gp_weight = loss.get("gradient_penalty_weight", 0.0)
         self.r1_weight = reg.get("r1_weight", 0.0)
@@ -289,7 +291,7 @@ class GAN(L.LightningModule):
 
     @torch.no_grad()
     def sample(self, z: torch.Tensor | None = None) -> torch.Tensor:
-        """Images (in [-1, 1]) for noise z, the fixed sample noise when z is None. The single entry
+        """Images (in self.output_range) for noise z, the fixed sample noise when z is None. The single entry
         point for samples, sample grids and metrics: it uses G's moving average when there is one,
         always in eval mode (a BatchNorm G uses its running statistics), whatever mode the module is in."""
         sampler = self.sampler()
