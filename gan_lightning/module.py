@@ -132,6 +132,11 @@ class GAN(L.LightningModule):
         # The range of G's output activation; the data are scaled to it, grids and metrics read it.
         self.output_range = tuple(model.get("output_range", (-1.0, 1.0)))
         self.d_steps = optim["d_steps"]
+        self.simultaneous = optim.get("simultaneous", False)  # Goodfellow et al. 2014's update (simultaneous_step)
+        if self.simultaneous and (self.d_steps != 1 or (ema or {}).get("decay") is not None or optim.get("lr_schedule") or loss.get("gradient_penalty_weight")
+                                  or reg.get("r1_weight") or (reg.get("instance_noise") or {}).get("sigma")):
+            raise ValueError("optim.simultaneous=true is the plain update of Goodfellow et al. 2014: it needs optim.d_steps=1 and no EMA, "
+                             "lr_schedule, gradient penalty, R1 or instance noise")
         self.gp_weight = loss.get("gradient_penalty_weight", 0.0)
         self.r1_weight = reg.get("r1_weight", 0.0)
         noise_cfg = reg.get("instance_noise") or {}
@@ -219,7 +224,32 @@ class GAN(L.LightningModule):
             penalties["gp"] = gradient_penalty(self.discriminator, real, fake)
         return penalties
 
+    def simultaneous_step(self, real: torch.Tensor) -> None:
+        """One step as the authors' pylearn2 code of Goodfellow et al. 2014 made it (optim.simultaneous=true):
+        one fake batch and one pass of D (one dropout mask) over real and fake give both losses; D steps
+        by the gradient of its loss and G by that of its own, both taken before either update."""
+        opt_d, opt_g = self.optimizers()
+        opt_d._on_before_step = opt_d._on_after_step = do_nothing  # global_step counts batches (training_step)
+        n = real.shape[0]
+        fake = self.generator(self.noise(n))
+        real_logits, fake_logits = self.discriminator(torch.cat([real, fake])).float().split(n)
+        loss_d, loss_g = self.discriminator_loss(real_logits, fake_logits), self.generator_loss(fake_logits)
+        opt_d.zero_grad(set_to_none=True)
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(loss_d, inputs=list(self.discriminator.parameters()), retain_graph=True)
+        self.manual_backward(loss_g, inputs=list(self.generator.parameters()))
+        self.last_loss = ("loss_d", loss_d)
+        opt_d.step()
+        self.last_loss = ("loss_g", loss_g)
+        opt_g.step()
+        if (self.global_step + 1) % max(self.trainer.log_every_n_steps, 1) == 0:
+            metrics = {"train/loss_d": loss_d.detach(), "train/loss_g": loss_g.detach(), "train/d_real": torch.sigmoid(real_logits.detach()).mean(),
+                       "train/d_fake": torch.sigmoid(fake_logits.detach()).mean()}
+            self.log_dict(metrics, on_step=True, on_epoch=False, sync_dist=True, batch_size=n)
+
     def training_step(self, real: torch.Tensor) -> None:
+        if self.simultaneous:
+            return self.simultaneous_step(real)
         opt_d, opt_g = self.optimizers()
         # Lightning counts every optimizer.step() in global_step; count generator steps only
         # (one per batch), see the class docstring. Lightning re-arms these hooks every batch.
