@@ -2,6 +2,7 @@
 
     python eval.py ckpt_path=outputs/runs/<run>/checkpoints/last.ckpt data.root=../shared/data
     python eval.py ckpt_path=<file> inception=true [inception_weights=<file>]  # + fid_inception (torch-fidelity)
+    python eval.py ckpt_path=<file> parzen=true             # + parzen_ll, parzen_ll_stderr, parzen_sigma (Goodfellow et al. 2014)
     python sample.py ckpt_path=<file> n=64                  # a PNG grid
     python sample.py ckpt_path=<file> n=10000 out_dir=<dir> # one PNG per sample (torch-fidelity/clean-fid format)
     python sample.py ckpt_path=<file> interpolate=true      # rows=8 lines of steps=10 latent interpolations
@@ -22,10 +23,11 @@ from gan_lightning.checkpoint import CheckpointError, read_checkpoint
 from gan_lightning.data import MNISTNotFoundError, load_mnist_images
 from gan_lightning.metrics.classifier import RECORD, ClassifierWeightsError
 from gan_lightning.metrics.inception import InceptionUnavailable, inception_fid
+from gan_lightning.metrics.parzen import generator_parzen, mnist_valid_test
 from gan_lightning.metrics.quality import SampleQuality, fixed_noise, generated_batches
 
 EVAL_ARGS = {"ckpt_path": None, "data.root": "data", "num_samples": 10000, "batch_size": 1000, "seed": 0, "device": "auto", "out": None,
-             "inception": False, "inception_weights": None}
+             "inception": False, "inception_weights": None, "parzen": False}
 SAMPLE_ARGS = {"ckpt_path": None, "n": 64, "nrow": 8, "seed": 0, "device": "auto", "out": None, "out_dir": None,
                "interpolate": False, "rows": 8, "steps": 10, "batch_size": 1000}
 # the smallest value of the integer arguments that have one (FID needs two samples)
@@ -96,6 +98,8 @@ def evaluate(args: dict) -> dict:
     quality = SampleQuality(load_mnist_images(args["data.root"], train=False), device=device, batch_size=args["batch_size"], inception=inception)
     noise = fixed_noise(args["num_samples"], gan.latent_dim, args["seed"])
     metrics = quality(generated_batches(gan, noise, args["batch_size"]))
+    if args["parzen"]:  # Goodfellow et al. 2014's Parzen-window estimate (parzen.py)
+        metrics.update(generator_parzen(gan, *mnist_valid_test(args["data.root"]), noise, args["batch_size"]))
     result = {**metrics, "ckpt_path": str(Path(args["ckpt_path"]).resolve()), "num_samples": args["num_samples"], "seed": args["seed"],
               "classifier_sha256": json.loads(RECORD.read_text())["sha256"]}
     out = Path(args["out"]) if args["out"] else run_folder(args["ckpt_path"]) / f"eval_{Path(args['ckpt_path']).stem}.json"
