@@ -25,16 +25,16 @@ class Probe(L.Callback):
 
 def test_the_paper_set_up_trains_on_unit_range_pixels_with_its_schedule(train_in_process, mnist_root, tmp_path):
     probe = Probe()
-    # tiny MNIST, its first 200 training images, batch 32 -> 6 steps an epoch; the momentum ramp over 2 epochs
+    # tiny MNIST, its first 64 training images, batch 32 -> 2 steps an epoch; the momentum ramp over 2 epochs
     train_in_process("experiment=goodfellow2014", "trainer.max_epochs=2", "callbacks.sgd_schedule.saturate_epochs=2",
-                     "data.num_train=200", "eval.parzen.enabled=true", run_dir=tmp_path / "run", extra_callbacks=[probe])
+                     "data.num_train=64", "eval.parzen.enabled=true", run_dir=tmp_path / "run", extra_callbacks=[probe])
 
-    assert len(probe.images) == 200  # the first num_train images only
+    assert len(probe.images) == 64  # the first num_train images only
     assert probe.images.min() == 0.0 and probe.images.max() == 1.0  # pixels in [0, 1], G's Sigmoid range
     marginals = probe.images.mean(0).reshape(-1).clamp(1e-7, 1 - 1e-7)
     torch.testing.assert_close(probe.start_bias, torch.logit(marginals))  # G starts at the mean image
     opt_d, opt_g = probe.groups
-    steps = 2 * (200 // 32)
+    steps = 2 * (64 // 32)
     assert opt_g["lr"] == pytest.approx(0.1 / 1.000004**steps, rel=1e-9) and opt_d["lr"] == pytest.approx(0.05 / 1.000004**steps, rel=1e-9)
     assert opt_g["momentum"] == pytest.approx(0.6)  # epoch 1 of a 2-epoch ramp from 0.5 to 0.7
     # the end-of-run evaluation logs the Parzen estimate beside fid_mnist
