@@ -45,8 +45,17 @@ RULES = {
 }
 
 
+# what optim.simultaneous (GAN.simultaneous_step, the plain update of Goodfellow et al. 2014) does not do
+NOT_SIMULTANEOUS = {"ema.decay": None, "optim.lr_schedule": None, "loss.gradient_penalty_weight": 0, "regularization.r1_weight": 0,
+                    "regularization.instance_noise.sigma": 0, "optim.d_steps": 1}
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first key whose value is outside its allowed range."""
+    if OmegaConf.select(cfg, "optim.simultaneous"):
+        for key, plain in NOT_SIMULTANEOUS.items():
+            if OmegaConf.select(cfg, key) not in (None, plain):
+                raise ConfigError(f"optim.simultaneous=true (Goodfellow et al. 2014's update) cannot be combined with {key}={OmegaConf.select(cfg, key)}")
     for key, (ok, allowed) in RULES.items():
         value = OmegaConf.select(cfg, key)
         if value is None:

@@ -133,10 +133,6 @@ class GAN(L.LightningModule):
         self.output_range = tuple(model.get("output_range", (-1.0, 1.0)))
         self.d_steps = optim["d_steps"]
         self.simultaneous = optim.get("simultaneous", False)  # Goodfellow et al. 2014's update (simultaneous_step)
-        if self.simultaneous and (self.d_steps != 1 or (ema or {}).get("decay") is not None or optim.get("lr_schedule") or loss.get("gradient_penalty_weight")
-                                  or reg.get("r1_weight") or (reg.get("instance_noise") or {}).get("sigma")):
-            raise ValueError("optim.simultaneous=true is the plain update of Goodfellow et al. 2014: it needs optim.d_steps=1 and no EMA, "
-                             "lr_schedule, gradient penalty, R1 or instance noise")
         self.gp_weight = loss.get("gradient_penalty_weight", 0.0)
         self.r1_weight = reg.get("r1_weight", 0.0)
         noise_cfg = reg.get("instance_noise") or {}

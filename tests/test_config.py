@@ -73,6 +73,7 @@ def test_the_default_config_builds_the_reference_gan():
         ("optim.lr_g=inf", "optim.lr_g must be a finite number > 0, got inf"),
         ("trainer.limit_train_batches=0", "trainer.limit_train_batches must be null, an integer >= 1 or a fraction in (0, 1], got 0"),
         ("eval.num_samples=1", "eval.num_samples must be an integer >= 2 (FID needs two samples), got 1"),
+        ("model.output_range=[1,-1]", "model.output_range must be two numbers [low, high] with low < high, got [1, -1]"),
     ],
 )
 def test_impossible_values_name_the_key_and_the_allowed_range(override, expected):
@@ -111,3 +112,9 @@ def test_the_nvml_cuda_check_is_dropped_only_without_the_nvidia_driver(monkeypat
     with mock.patch.object(train.ctypes, "CDLL", side_effect=OSError("libnvidia-ml.so.1: cannot open shared object file")):
         train.use_default_cuda_check_without_nvidia_driver()
     assert "PYTORCH_NVML_BASED_CUDA_CHECK" not in os.environ
+
+
+def test_the_simultaneous_update_refuses_what_it_does_not_do():
+    validate(composed(["experiment=goodfellow2014"]))
+    with pytest.raises(ConfigError, match=r"^optim.simultaneous=true \(Goodfellow et al. 2014's update\) cannot be combined with ema.decay=0.999$"):
+        validate(composed(["experiment=goodfellow2014", "ema=enabled"]))
