@@ -29,7 +29,7 @@ class SampleGrid(L.Callback):
         if not trainer.is_global_zero:
             return
         images = pl_module.sample().cpu()
-        grid = make_grid(images, nrow=self.nrow, normalize=True, value_range=(-1, 1), pad_value=1.0)
+        grid = make_grid(images, nrow=self.nrow, normalize=True, value_range=pl_module.output_range, pad_value=1.0)
         self.dirpath.mkdir(parents=True, exist_ok=True)
         save_image(grid, self.dirpath / f"epoch_{trainer.current_epoch:03d}.png")
         for logger in trainer.loggers:
@@ -86,3 +86,44 @@ class NetworkSummary(ModelSummary):
             log.info("%s: %s, %s parameters", name, kind, params.strip())
         log.info("%s parameters in all (%s MB), %s trainable", get_human_readable_count(total_parameters),
                  get_formatted_model_size(model_size), get_human_readable_count(trainable_parameters))
+
+
+class InitOutputBias(L.Callback):
+    """Before training starts, set G's output bias from the training images' pixel means
+    (generator.init_output_bias), as Goodfellow et al. 2014 did (pylearn2's
+    init_sigmoid_bias_from_marginals). Runs in setup, after the data are loaded and before Lightning
+    restores a checkpoint: a resumed run keeps its trained bias."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        images = trainer.datamodule.train_set.images  # scaled to G's output range
+        lo, hi = pl_module.output_range
+        pl_module.generator.init_output_bias(((images.mean(0) - lo) / (hi - lo)).to(pl_module.device))
+
+
+class SGDSchedule(L.Callback):
+    """The SGD schedule of Goodfellow et al. 2014 (pylearn2's ExponentialDecay and
+    MomentumAdjustor), for both optimizers:
+
+    - after every batch each learning rate is divided by lr_decay, down to min_lr;
+    - at the start of epoch e (counted from 0 here, from 1 in pylearn2) the momentum is
+      momentum + (final_momentum - momentum) * min(1, e / saturate_epochs): linear from its
+      initial value to final_momentum over saturate_epochs epochs, then constant.
+
+    The rates live in the optimizers' state, so a resumed run goes on from its checkpoint's rates;
+    the momentum depends on the epoch alone."""
+
+    def __init__(self, momentum: float = 0.5, final_momentum: float = 0.7, saturate_epochs: int = 250, lr_decay: float = 1.000004,
+                 min_lr: float = 1e-6):
+        self.momentum, self.final_momentum, self.saturate_epochs = momentum, final_momentum, saturate_epochs
+        self.lr_decay, self.min_lr = lr_decay, min_lr
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        progress = min(1.0, trainer.current_epoch / self.saturate_epochs)
+        for optimizer in trainer.optimizers:
+            for group in optimizer.param_groups:
+                group["momentum"] = self.momentum + (self.final_momentum - self.momentum) * progress
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        for optimizer in trainer.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = max(group["lr"] / self.lr_decay, self.min_lr)

@@ -31,6 +31,9 @@ RULES = {
     "model.latent_dim": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
     "model.hidden_dim": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
     "model.channels": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    "optim.momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "model.output_range": (lambda v: len(v) == 2 and v[0] < v[1], "two numbers [low, high] with low < high"),
+    "data.num_train": (lambda v: isinstance(v, int) and v >= 1, "null or an integer >= 1"),
     "optim.lr_schedule": (lambda v: v in ("linear", "cosine"), "null, linear or cosine"),
     "regularization.gradient_penalty_weight": (lambda v: v >= 0, ">= 0"),
     "loss.d_output": (lambda v: v in ("probability", "margin", "score"), "probability, margin or score"),
@@ -49,8 +52,17 @@ RULES = {
 }
 
 
+# what optim.simultaneous (GAN.simultaneous_step, the plain update of Goodfellow et al. 2014) does not do
+NOT_SIMULTANEOUS = {"ema.decay": None, "optim.lr_schedule": None, "loss.gradient_penalty_weight": 0, "regularization.r1_weight": 0,
+                    "regularization.instance_noise.sigma": 0, "optim.d_steps": 1}
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first key whose value is outside its allowed range."""
+    if OmegaConf.select(cfg, "optim.simultaneous"):
+        for key, plain in NOT_SIMULTANEOUS.items():
+            if OmegaConf.select(cfg, key) not in (None, plain):
+                raise ConfigError(f"optim.simultaneous=true (Goodfellow et al. 2014's update) cannot be combined with {key}={OmegaConf.select(cfg, key)}")
     for key, (ok, allowed) in RULES.items():
         value = OmegaConf.select(cfg, key)
         if value is None:

@@ -38,6 +38,22 @@ def scale_to_tanh_range(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(127.5).sub_(1.0)
 
 
+def scale_pixels(images: torch.Tensor, value_range=(-1.0, 1.0)) -> torch.Tensor:
+    """uint8 [0, 255] -> float in value_range (lo, hi): the range of the generator's output
+    (model.output_range), e.g. [-1, 1] for Tanh, [0, 1] for Sigmoid. [-1, 1] gives exactly
+    scale_to_tanh_range's values."""
+    lo, hi = value_range
+    return images.float().div_(255.0 / (hi - lo)).add_(lo)
+
+
+def rescale(images: torch.Tensor, from_range, to_range) -> torch.Tensor:
+    """Images in from_range mapped linearly to to_range (the same tensor when the ranges agree)."""
+    (a, b), (c, d) = from_range, to_range
+    if (a, b) == (c, d):
+        return images
+    return (images - a) * ((d - c) / (b - a)) + c
+
+
 def mnist_raw_folder(root: str) -> Path:
     return Path(root).resolve() / "MNIST" / "raw"
 
@@ -89,12 +105,12 @@ def load_mnist_images(root: str, train: bool = True) -> torch.Tensor:
 
 
 class InMemoryImages(Dataset):
-    """uint8 images scaled to [-1, 1] once, kept as one float tensor (188 MB for MNIST's 60,000
+    """uint8 images scaled to value_range ([-1, 1] unless told) once, kept as one float tensor (188 MB for MNIST's 60,000
     training images), so that a batch is one gather and no arithmetic: scaling each batch again
     cost ~3% of the reference GAN's images/s at batch 64 (measured, BENCHMARKS.md)."""
 
-    def __init__(self, images: torch.Tensor):
-        self.images = scale_to_tanh_range(images)
+    def __init__(self, images: torch.Tensor, value_range=(-1.0, 1.0)):
+        self.images = scale_pixels(images, value_range)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -171,11 +187,17 @@ def wants_device_data(on_device: str | bool, device: torch.device, num_workers: 
 class MNISTDataModule(L.LightningDataModule):
     """batch_size is the minibatch of one D update; a loader batch holds batches_per_step of them
     (optim.d_steps): the k D updates of a training step each get a fresh real minibatch (Goodfellow
-    et al. 2014, Alg. 1; WGAN-GP), and an epoch is still every real image once through D."""
+    et al. 2014, Alg. 1; WGAN-GP), and an epoch is still every real image once through D.
+
+    pixel_range: the generator's output range (model.output_range), which the images are scaled to.
+    num_train: train on the first num_train training images only (None: all 60,000), e.g. 50,000 with
+    the last 10,000 held out for validation, as Goodfellow et al. 2014."""
 
     def __init__(self, root: str = "data", batch_size: int = 64, num_workers: int = 0, download: bool = True, on_device: str | bool = "auto",
-                 batches_per_step: int = 1):
+                 batches_per_step: int = 1, pixel_range=(-1.0, 1.0), num_train: int | None = None):
         super().__init__()
+        self.pixel_range = tuple(pixel_range)
+        self.num_train = num_train
         self.root = str(root)
         self.batch_size = batch_size
         self.batches_per_step = batches_per_step
@@ -192,9 +214,9 @@ class MNISTDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
-            self.train_set = InMemoryImages(load_mnist_images(self.root, train=True))
+            self.train_set = InMemoryImages(load_mnist_images(self.root, train=True)[: self.num_train], self.pixel_range)
         if self.test_set is None:
-            self.test_set = InMemoryImages(load_mnist_images(self.root, train=False))
+            self.test_set = InMemoryImages(load_mnist_images(self.root, train=False), self.pixel_range)
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         if wants_device_data(self.on_device, device, self.num_workers):
             # Lightning has set up its strategy before this hook: root_device is this process's

@@ -2,6 +2,7 @@
 
     python eval.py ckpt_path=outputs/runs/<run>/checkpoints/last.ckpt data.root=../shared/data
     python eval.py ckpt_path=<file> inception=true [inception_weights=<file>]  # + fid_inception (torch-fidelity)
+    python eval.py ckpt_path=<file> parzen=true  # + parzen_ll, parzen_ll_stderr, parzen_sigma (Goodfellow et al. 2014)
     python eval.py --help
 
 A Hydra app, as train.py: key=value overrides, --help, tab completion. The networks are rebuilt from
@@ -21,6 +22,7 @@ from gan_lightning.checkpoint import CheckpointError, read_checkpoint
 from gan_lightning.data import MNISTNotFoundError, load_mnist_images
 from gan_lightning.metrics.classifier import RECORD, ClassifierWeightsError
 from gan_lightning.metrics.inception import InceptionUnavailable, inception_fid
+from gan_lightning.metrics.parzen import generator_parzen, mnist_valid_test
 from gan_lightning.metrics.quality import SampleQuality, fixed_noise, generated_batches
 from gan_lightning.train import CONFIG_DIR
 
@@ -76,15 +78,19 @@ def run_folder(ckpt_path: str) -> Path:
 
 def scores(gan, cfg: DictConfig, device: torch.device) -> dict:
     """The metrics of cfg.num_samples images from fixed noise: fid_mnist and the coverage numbers,
-    plus fid_inception with inception=true. Another score is one more option and block here."""
+    plus fid_inception with inception=true and the Parzen-window estimate with parzen=true. Another
+    score is one more option and block here."""
     inception = inception_fid(cfg.inception_weights) if cfg.inception else None
     quality = SampleQuality(load_mnist_images(cfg.data.root, train=False), device=device, batch_size=cfg.batch_size, inception=inception)
     noise = fixed_noise(cfg.num_samples, gan.latent_dim, cfg.seed)
-    return quality(generated_batches(gan, noise, cfg.batch_size))
+    metrics = quality(generated_batches(gan, noise, cfg.batch_size))
+    if cfg.parzen:  # Goodfellow et al. 2014's Parzen-window estimate (metrics/parzen.py)
+        metrics.update(generator_parzen(gan, *mnist_valid_test(cfg.data.root, cfg.parzen_valid_size), noise, cfg.batch_size))
+    return metrics
 
 
 def evaluate(cfg: DictConfig) -> dict:
-    check_args(cfg, {"num_samples": 2, "batch_size": 1, "seed": 0}, flags=("inception",))  # FID needs two samples
+    check_args(cfg, {"num_samples": 2, "batch_size": 1, "seed": 0}, flags=("inception", "parzen"))  # FID needs two samples
     device = pick_device(cfg.device)
     gan = load_gan(cfg.ckpt_path, device)
     result = {**scores(gan, cfg, device), "ckpt_path": str(Path(cfg.ckpt_path).resolve()), "num_samples": cfg.num_samples,

@@ -116,10 +116,13 @@ class GAN(L.LightningModule):
                 raise ValueError(f"regularization.real_label (label smoothing) needs a loss with a real target (non_saturating, minimax, least_squares), not {loss.get('name')}")
             self.discriminator_loss = bare(instantiate(loss["discriminator"], real_label=real_label))
         self.latent_dim = self.generator.latent_dim
+        # The range of G's output activation; the data are scaled to it, grids and metrics read it.
+        self.output_range = tuple(model.get("output_range", (-1.0, 1.0)))
         self.d_steps = optim["d_steps"]
         self.clip_grad_norm = (optim.get("clip_grad_norm_d"), optim.get("clip_grad_norm_g"))
         self.d_output = loss.get("d_output", "score")  # how D's output reads: probability, margin (hinge) or score
         self.gp_weight = reg.get("gradient_penalty_weight", 0.0)
+        self.simultaneous = optim.get("simultaneous", False)  # Goodfellow et al. 2014's update (simultaneous_step)
         self.r1_weight = reg.get("r1_weight", 0.0)
         noise_cfg = reg.get("instance_noise") or {}
         self.noise_sigma, self.noise_decay_steps = noise_cfg.get("sigma", 0.0), noise_cfg.get("decay_steps", 1)
@@ -206,18 +209,48 @@ class GAN(L.LightningModule):
             penalties["gp"] = gradient_penalty(self.discriminator, real, fake)
         return penalties
 
+    def simultaneous_step(self, real: torch.Tensor) -> None:
+        """One step as the authors' pylearn2 code of Goodfellow et al. 2014 made it (optim.simultaneous=true):
+        one fake batch and one pass of D (one dropout mask) over real and fake give both losses; D steps
+        by the gradient of its loss and G by that of its own, both taken before either update."""
+        opt_d, opt_g = self.optimizers()
+        count_generator_steps_only(opt_d)  # see the class docstring
+        log_now = self.logging_step()
+        n = real.shape[0]
+        fake = self.generator(self.noise(n))
+        real_logits, fake_logits = self.discriminator(torch.cat([real, fake])).float().split(n)
+        loss_d, loss_g = self.discriminator_loss(real_logits, fake_logits), self.generator_loss(fake_logits)
+        opt_d.zero_grad(set_to_none=True)
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(loss_d, inputs=list(self.discriminator.parameters()), retain_graph=True)
+        self.manual_backward(loss_g, inputs=list(self.generator.parameters()))
+        self.last_loss = ("loss_d", loss_d)
+        opt_d.step()
+        self.last_loss = ("loss_g", loss_g)
+        opt_g.step()
+        if log_now:
+            grad_norm_g = torch.nn.utils.get_total_norm([p.grad for p in self.generator.parameters() if p.grad is not None])
+            d = {"loss_d": loss_d, "real_logits": real_logits, "fake_logits": fake_logits, "penalties": {}}
+            self.log_training(d, loss_g, grad_norm_g, noise_std=0.0)
+
+    def logging_step(self) -> bool:
+        """Whether this step logs its scalars: every log_every_n_steps steps, at the end of every epoch
+        and of the run, so that a run shorter than log_every_n_steps shows its scalars too
+        (CollapseAlarm checks then as well)."""
+        trainer = self.trainer
+        return ((self.global_step + 1) % max(trainer.log_every_n_steps, 1) == 0 or trainer.is_last_batch
+                or self.global_step + 1 == trainer.max_steps)
+
     def training_step(self, real: torch.Tensor) -> None:
         """optim.d_steps D updates, each on a real minibatch of its own (the loader serves d_steps of
         them per step, see data.MNISTDataModule), then one G update; the scalars on logging steps."""
+        if self.simultaneous:
+            return self.simultaneous_step(real)
         opt_d, opt_g = self.optimizers()
         count_generator_steps_only(opt_d)  # see the class docstring
         if real.shape[0] % self.d_steps:
             raise ValueError(f"a training batch of {real.shape[0]} images does not split into optim.d_steps={self.d_steps} equal D minibatches")
-        trainer = self.trainer
-        # Every log_every_n_steps steps, at the end of every epoch and of the run, so that a run
-        # shorter than log_every_n_steps shows its scalars too (CollapseAlarm checks then as well).
-        log_now = ((self.global_step + 1) % max(trainer.log_every_n_steps, 1) == 0 or trainer.is_last_batch
-                   or self.global_step + 1 == trainer.max_steps)
+        log_now = self.logging_step()
         noise_std = instance_noise_std(self.global_step, self.noise_sigma, self.noise_decay_steps)
         d = self.discriminator_step(opt_d, real.chunk(self.d_steps), noise_std)
         loss_g, grad_norm_g = self.generator_step(opt_g, d["fake"], noise_std, measure=log_now)
@@ -317,7 +350,7 @@ class GAN(L.LightningModule):
 
     @torch.no_grad()
     def sample(self, z: torch.Tensor | None = None) -> torch.Tensor:
-        """Images (in [-1, 1]) for noise z, the fixed sample noise when z is None. The single entry
+        """Images (in self.output_range) for noise z, the fixed sample noise when z is None. The single entry
         point for samples, sample grids and metrics: it uses G's moving average when there is one,
         always in eval mode (a BatchNorm G uses its running statistics), whatever mode the module is in."""
         sampler = self.sampler()

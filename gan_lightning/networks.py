@@ -103,3 +103,89 @@ class DCGANDiscriminator(nn.Module):
     def probability(self, x: torch.Tensor) -> torch.Tensor:
         """D(x): the probability that x is real."""
         return torch.sigmoid(self(x))
+
+
+def init_uniform_(net: nn.Module, init_range: float) -> None:
+    """pylearn2's `irange` initialisation, used by Goodfellow et al. 2014: every weight uniform in
+    [-init_range, init_range], every bias 0."""
+    for module in net.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.uniform_(module.weight, -init_range, init_range)
+            nn.init.zeros_(module.bias)
+
+
+class SigmoidMLPGenerator(nn.Module):
+    """G of Goodfellow et al. 2014 on MNIST: z -> Linear ReLU Linear ReLU Linear Sigmoid -> image in
+    [0, 1] (pixel intensities, as the paper's data). Sized 100-1200-1200-784 by the goodfellow2014
+    model config; weights uniform in [-init_range, init_range] (the authors' irange 0.05).
+
+    init_output_bias(marginals) sets the output bias to logit(mean pixel): before any training G
+    then draws the average digit, as pylearn2's init_sigmoid_bias_from_marginals does
+    (callbacks.InitOutputBias calls it with the training images' means)."""
+
+    def __init__(self, latent_dim: int = 100, hidden_dim: int = 1200, image_shape=(1, 28, 28), init_range: float = 0.05):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.image_shape = tuple(image_shape)
+        self.net = nn.Sequential(
+            nn.Linear(latent_dim, hidden_dim),
+            nn.ReLU(),
+            nn.Linear(hidden_dim, hidden_dim),
+            nn.ReLU(),
+            nn.Linear(hidden_dim, math.prod(self.image_shape)),
+            nn.Sigmoid(),
+        )
+        init_uniform_(self, init_range)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z).view(z.shape[0], *self.image_shape)
+
+    @torch.no_grad()
+    def init_output_bias(self, marginals: torch.Tensor, eps: float = 1e-7) -> None:
+        """marginals: the mean of every pixel over the training images, in [0, 1]. Clipped to
+        [eps, 1 - eps] (pylearn2's clip) so that pixels that are always 0 get a finite bias."""
+        out = self.net[-2]
+        out.bias.copy_(torch.logit(marginals.reshape(-1).clamp(eps, 1 - eps)).to(out.bias))
+
+
+class Maxout(nn.Module):
+    """Maxout units (Goodfellow et al. 2013): a Linear layer to units x pieces, the max over each
+    unit's pieces."""
+
+    def __init__(self, in_features: int, units: int, pieces: int):
+        super().__init__()
+        self.units, self.pieces = units, pieces
+        self.linear = nn.Linear(in_features, units * pieces)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x).view(x.shape[0], self.units, self.pieces).amax(2)
+
+
+class MaxoutDiscriminator(nn.Module):
+    """D of Goodfellow et al. 2014 on MNIST: two maxout layers (240 units x 5 pieces) and a logit,
+    with dropout on each layer's input: inputs kept with probability input_keep (0.8), hidden units
+    with hidden_keep (0.5). nn.Dropout scales the kept values by 1/keep while training, as the
+    authors' pylearn2 config did (input scales 1.25 and 2), so in eval mode the network is used
+    unscaled: the same expectation, the "weight scaling" rule of dropout. Weights uniform in
+    [-init_range, init_range] (irange 0.005), biases 0."""
+
+    def __init__(self, units: int = 240, pieces: int = 5, image_shape=(1, 28, 28), input_keep: float = 0.8, hidden_keep: float = 0.5,
+                 init_range: float = 0.005):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Flatten(),
+            nn.Dropout(1 - input_keep),
+            Maxout(math.prod(image_shape), units, pieces),
+            nn.Dropout(1 - hidden_keep),
+            Maxout(units, units, pieces),
+            nn.Dropout(1 - hidden_keep),
+            nn.Linear(units, 1),
+        )
+        init_uniform_(self, init_range)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(1)
+
+    def probability(self, x: torch.Tensor) -> torch.Tensor:
+        """D(x): the probability that x is real."""
+        return torch.sigmoid(self(x))

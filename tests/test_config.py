@@ -79,6 +79,7 @@ def test_the_default_config_builds_the_reference_gan():
         ("+trainer.accumulate_grad_batches=2", "trainer.accumulate_grad_batches must be 1 (Lightning cannot accumulate gradients under "
                                                "the GAN's manual optimization), got 2"),
         ("loss.d_output=logit", "loss.d_output must be probability, margin or score, got 'logit'"),
+        ("model.output_range=[1,-1]", "model.output_range must be two numbers [low, high] with low < high, got [1, -1]"),
     ],
 )
 def test_impossible_values_name_the_key_and_the_allowed_range(override, expected):
@@ -105,3 +106,9 @@ def test_the_progress_bar_is_redrawn_every_few_batches_and_can_be_switched_off(b
     else:  # the configured bar gives way instead of Lightning refusing the pair
         assert trainer.progress_bar_callback is None
         assert not any(isinstance(c, ProgressBar) for c in trainer.callbacks)
+
+
+def test_the_simultaneous_update_refuses_what_it_does_not_do():
+    validate(composed(["experiment=goodfellow2014"]))
+    with pytest.raises(ConfigError, match=r"^optim.simultaneous=true \(Goodfellow et al. 2014's update\) cannot be combined with ema.decay=0.999$"):
+        validate(composed(["experiment=goodfellow2014", "ema=enabled"]))

@@ -7,13 +7,15 @@ import torch
 
 from gan_lightning.data import MNISTNotFoundError, load_mnist_images
 from gan_lightning.metrics.inception import inception_fid
+from gan_lightning.metrics.parzen import generator_parzen, mnist_valid_test
 from gan_lightning.metrics.quality import SampleQuality, fixed_noise, generated_batches
 
 
 class EvaluateGenerator(L.Callback):
     """Every every_n_epochs epochs and after the last one: num_samples images of GAN.sample(z) for
     fixed noise (seed), scored against the MNIST test set of data_root, logged as eval/<metric>
-    (with inception=true also eval/fid_inception, on Inception weights from inception_weights or torch hub)
+    (with inception=true also eval/fid_inception, on Inception weights from inception_weights or torch hub;
+    with parzen=true the Parzen-window estimate of Goodfellow et al. 2014, eval/parzen_ll and eval/parzen_ll_stderr)
     (TensorBoard scalars, trainer.callback_metrics, hence train.py's return value).
 
     Under DDP each process generates and scores its share of the noise and of the test set;
@@ -21,7 +23,8 @@ class EvaluateGenerator(L.Callback):
     """
 
     def __init__(self, data_root: str, every_n_epochs: int = 5, num_samples: int = 10000, batch_size: int = 1000, seed: int = 0,
-                 inception: bool = False, inception_weights: str | None = None):
+                 inception: bool = False, inception_weights: str | None = None, parzen: bool = False,
+                 parzen_valid_size: int = 1000):
         if every_n_epochs < 1 or num_samples < 2:
             raise ValueError(f"eval.every_n_epochs must be >= 1 and eval.num_samples >= 2, got {every_n_epochs} and {num_samples}")
         self.data_root = data_root
@@ -32,6 +35,9 @@ class EvaluateGenerator(L.Callback):
         self.inception = inception
         self.inception_weights = inception_weights
         self.inception_metric = None
+        self.parzen = parzen  # + eval/parzen_ll, eval/parzen_ll_stderr, eval/parzen_sigma (parzen.py)
+        self.parzen_valid_size = parzen_valid_size
+        self.parzen_data: tuple[torch.Tensor, torch.Tensor] | None = None  # validation and test images in [0, 1]
         self.quality: SampleQuality | None = None  # built at the first evaluation, kept for the run
         self.reference: torch.Tensor | None = None  # the MNIST test images, read in setup
 
@@ -45,6 +51,8 @@ class EvaluateGenerator(L.Callback):
                 self.reference = load_mnist_images(self.data_root, train=False)
             except MNISTNotFoundError as err:
                 raise MNISTNotFoundError(f"eval.data_root: {err}") from None
+        if self.parzen and self.parzen_data is None:
+            self.parzen_data = mnist_valid_test(self.data_root, self.parzen_valid_size)
 
     def _share(self, tensor: torch.Tensor, trainer: L.Trainer) -> torch.Tensor:
         return torch.tensor_split(tensor, trainer.world_size)[trainer.global_rank]
@@ -76,5 +84,8 @@ class EvaluateGenerator(L.Callback):
         if self.quality is None:
             reference = self._share(self.reference, trainer)
             self.quality = SampleQuality(reference, device=pl_module.device, batch_size=self.batch_size, inception=self.inception_metric)
-        noise = self._share(fixed_noise(self.num_samples, pl_module.latent_dim, self.seed), trainer)
-        return self.quality(generated_batches(pl_module, noise, self.batch_size))
+        noise = fixed_noise(self.num_samples, pl_module.latent_dim, self.seed)
+        metrics = self.quality(generated_batches(pl_module, self._share(noise, trainer), self.batch_size))
+        if self.parzen:  # on all samples in every process (the same value everywhere)
+            metrics.update(generator_parzen(pl_module, *self.parzen_data, noise, self.batch_size))
+        return metrics

@@ -14,8 +14,8 @@
 With an Inception FID metric given (inception.py, off by default), also fid_inception: the usual
 FID on InceptionV3 features, the number papers report.
 
-Images go in as the generator makes them: float tensors (N, 1, 28, 28) in [-1, 1], the scaling the
-classifier was trained on. Every state is a sum, so under DDP each process feeds its share of the
+Images go in as float tensors (N, 1, 28, 28) in [-1, 1], the scaling the classifier was trained on;
+generated_batches converts a generator's output range (model.output_range, e.g. [0, 1]) to it. Every state is a sum, so under DDP each process feeds its share of the
 images and torchmetrics adds the states of all processes at compute(): the result is the one of a
 single process.
 """
@@ -24,7 +24,7 @@ import torch
 from torchmetrics import Metric
 from torchmetrics.image.fid import FrechetInceptionDistance
 
-from gan_lightning.data import scale_to_tanh_range
+from gan_lightning.data import rescale, scale_to_tanh_range
 from gan_lightning.metrics.inception import add_images as add_inception_images
 from gan_lightning.metrics.classifier import NUM_CLASSES, ClassifierFeatures, MNISTClassifier, load_classifier
 
@@ -119,7 +119,8 @@ def fixed_noise(num_samples: int, latent_dim: int, seed: int) -> torch.Tensor:
 
 @torch.no_grad()
 def generated_batches(gan, noise: torch.Tensor, batch_size: int):
-    """Images of gan.sample(z) for noise, batch by batch, on the module's device (GAN.sample uses eval mode)."""
+    """Images of gan.sample(z) for noise, batch by batch, on the module's device (GAN.sample uses eval mode),
+    in [-1, 1] (the classifier's range) whatever G's output range (gan.output_range)."""
     for z in noise.split(batch_size):
-        yield gan.sample(z.to(gan.device))
+        yield rescale(gan.sample(z.to(gan.device)), gan.output_range, (-1.0, 1.0))
 
