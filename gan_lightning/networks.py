@@ -9,6 +9,8 @@ from torch import nn
 class MLPGenerator(nn.Module):
     """G: z (latent_dim) -> Linear ReLU Linear ReLU Linear Tanh -> image in [-1, 1]."""
 
+    output_activation = nn.Tanh
+
     def __init__(self, latent_dim: int = 100, hidden_dim: int = 256, image_shape=(1, 28, 28)):
         super().__init__()
         self.latent_dim = latent_dim
@@ -19,7 +21,7 @@ class MLPGenerator(nn.Module):
             nn.Linear(hidden_dim, hidden_dim),
             nn.ReLU(),
             nn.Linear(hidden_dim, math.prod(self.image_shape)),
-            nn.Tanh(),
+            self.output_activation(),
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -114,7 +116,7 @@ def init_uniform_(net: nn.Module, init_range: float) -> None:
             nn.init.zeros_(module.bias)
 
 
-class SigmoidMLPGenerator(nn.Module):
+class SigmoidMLPGenerator(MLPGenerator):
     """G of Goodfellow et al. 2014 on MNIST: z -> Linear ReLU Linear ReLU Linear Sigmoid -> image in
     [0, 1] (pixel intensities, as the paper's data). Sized 100-1200-1200-784 by the goodfellow2014
     model config; weights uniform in [-init_range, init_range] (the authors' irange 0.05).
@@ -123,22 +125,11 @@ class SigmoidMLPGenerator(nn.Module):
     then draws the average digit, as pylearn2's init_sigmoid_bias_from_marginals does
     (callbacks.InitOutputBias calls it with the training images' means)."""
 
-    def __init__(self, latent_dim: int = 100, hidden_dim: int = 1200, image_shape=(1, 28, 28), init_range: float = 0.05):
-        super().__init__()
-        self.latent_dim = latent_dim
-        self.image_shape = tuple(image_shape)
-        self.net = nn.Sequential(
-            nn.Linear(latent_dim, hidden_dim),
-            nn.ReLU(),
-            nn.Linear(hidden_dim, hidden_dim),
-            nn.ReLU(),
-            nn.Linear(hidden_dim, math.prod(self.image_shape)),
-            nn.Sigmoid(),
-        )
-        init_uniform_(self, init_range)
+    output_activation = nn.Sigmoid
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z).view(z.shape[0], *self.image_shape)
+    def __init__(self, latent_dim: int = 100, hidden_dim: int = 1200, image_shape=(1, 28, 28), init_range: float = 0.05):
+        super().__init__(latent_dim, hidden_dim, image_shape)
+        init_uniform_(self, init_range)
 
     @torch.no_grad()
     def init_output_bias(self, marginals: torch.Tensor, eps: float = 1e-7) -> None:
