@@ -16,11 +16,12 @@ import sys
 from contextlib import contextmanager
 
 import torch
+from hydra._internal.core_plugins.basic_launcher import BasicLauncher  # noqa: F401 (the sweep launchers' base, below)
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import read_write
 
-SUPPORTED = "torch>=2.6, lightning>=2.4, hydra-core>=1.3 (pyproject.toml)"
+SUPPORTED = "torch>=2.6, lightning>=2.4, hydra-core>=1.3, submitit>=1.5 (pyproject.toml)"
 
 
 class CompatError(RuntimeError):
@@ -234,13 +235,45 @@ def _check_batch_progress() -> None:
         raise CompatError("Lightning's batch progress has no current.ready")
 
 
+# --- Hydra and submitit: the sweep launchers ------------------------------------------------------
+# hydra_plugins/gan_lightning_sweeps/launchers.py builds on three private pieces:
+# - Hydra's BasicLauncher (hydra._internal.core_plugins.basic_launcher, imported above): the
+#   sequential launcher is it plus the up-front check of every job; Hydra has no public base class
+#   for an in-process launcher.
+# - submitit's LocalJob keeps its process as _process: a stopped sweep sends its running jobs
+#   SIGTERM through it, so that each saves a checkpoint; LocalJob.cancel() offers no choice of signal.
+# - submitit builds a SLURM job's sbatch script in SlurmExecutor._make_submission_file_text:
+#   SlurmLauncher.sbatch_script() shows it without a cluster.
+def job_process(submitted):
+    """The Popen of a job submitted to submitit's local executor."""
+    return submitted._process
+
+
+def sbatch_text(slurm_executor, command: str) -> str:
+    return slurm_executor._make_submission_file_text(command, "<job uid>")
+
+
+def _check_sweep_launchers() -> None:
+    from hydra.plugins.launcher import Launcher
+    from submitit.local.local import LocalJob
+    from submitit.slurm.slurm import SlurmExecutor
+
+    if not (issubclass(BasicLauncher, Launcher) and "def launch" in inspect.getsource(BasicLauncher)):
+        raise CompatError("Hydra's BasicLauncher is no longer a Launcher with its own launch()")
+    if "self._process" not in inspect.getsource(LocalJob.__init__):
+        raise CompatError("submitit's LocalJob no longer keeps its process as _process")
+    if not callable(getattr(SlurmExecutor, "_make_submission_file_text", None)):
+        raise CompatError("submitit's SlurmExecutor has no _make_submission_file_text")
+
+
 CHECKS = [_check_step_hooks, _check_partial, _check_nvml, _check_ddp_command, _check_file_writer, _check_amp, _check_grouping,
           _check_batch_progress]
+SWEEP_CHECKS = [_check_sweep_launchers]  # run by the launchers before a sweep's first job
 
 
-def check() -> None:
+def check(checks: list = CHECKS) -> None:
     """Raise CompatError if an internal a workaround here relies on has changed."""
-    for one in CHECKS:
+    for one in checks:
         try:
             one()
         except CompatError as err:

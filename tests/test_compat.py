@@ -86,3 +86,18 @@ def test_the_scalers_findings_and_the_fused_inf_check_are_read_as_tensors():
     found = torch.zeros(1)
     compat.add_non_finite([weight.grad], found)
     assert found.item() == 1.0 and weight.grad[0].item() == 1.0  # found, and the finite gradient left as it was
+
+
+def test_the_sweep_launchers_internals_are_checked_before_a_sweep(monkeypatch):
+    from submitit.local.local import LocalJob
+    from submitit.slurm.slurm import SlurmExecutor
+
+    compat.check(compat.SWEEP_CHECKS)
+    assert callable(getattr(compat.BasicLauncher, "launch"))
+    monkeypatch.setattr(LocalJob, "__init__", lambda self, *args, **kwargs: None)  # a LocalJob that keeps no _process
+    with pytest.raises(compat.CompatError, match=r"LocalJob no longer keeps its process as _process.*supported: .*submitit>=1.5"):
+        compat.check(compat.SWEEP_CHECKS)
+    monkeypatch.undo()
+    monkeypatch.setattr(SlurmExecutor, "_make_submission_file_text", None)  # gone (a base class declares it)
+    with pytest.raises(compat.CompatError, match=r"SlurmExecutor has no _make_submission_file_text"):
+        compat.check(compat.SWEEP_CHECKS)

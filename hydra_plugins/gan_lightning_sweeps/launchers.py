@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+from gan_lightning import compat
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,11 @@ def check_jobs(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx
     from gan_lightning.config import ConfigError, validate
     from gan_lightning.train import process_count
 
+    try:
+        compat.check(compat.SWEEP_CHECKS)
+    except compat.CompatError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     jobs = []
     shared = set.intersection(*(set(o) for o in job_overrides)) if len(job_overrides) > 1 else set()
     for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
@@ -77,7 +83,7 @@ def lost_job(job: Job, err: BaseException) -> JobReturn:
     return ret
 
 
-class SequentialLauncher(BasicLauncher):
+class SequentialLauncher(compat.BasicLauncher):
     """Hydra's basic launcher (jobs one after another, in this process), after checking every job."""
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
@@ -209,9 +215,9 @@ class ParallelLauncher(BaseSubmititLauncher):
             # Ctrl-C or SIGTERM of the sweep: each running job saves its checkpoint (SIGTERM reaches
             # it through submitit's controller) so that a re-run of the sweep continues it.
             for submitted in running:
-                submitted._process.send_signal(signal.SIGTERM)
+                compat.job_process(submitted).send_signal(signal.SIGTERM)
             for submitted in running:
-                submitted._process.wait()
+                compat.job_process(submitted).wait()
             print(f"error: sweep stopped; {len(running)} running job(s) saved a checkpoint; the same command with "
                   f"hydra.sweep.dir={self.config.hydra.sweep.dir} continues it", file=sys.stderr)
             sys.exit(128 + (stop.args[0] if stop.args else signal.SIGINT))  # 143 after SIGTERM, 130 after Ctrl-C
@@ -254,4 +260,4 @@ class SlurmLauncher(BaseSubmititLauncher):
         base = set(OmegaConf.structured(BaseQueueConf).keys())
         executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in self.params.items()
                                       if k not in ("submitit_folder", "max_num_timeout")})
-        return executor._executor._make_submission_file_text(command, "<job uid>")
+        return compat.sbatch_text(executor._executor, command)
