@@ -2,7 +2,8 @@
 
 Each one relies on something private (an attribute, a function, a command line its upstream
 builds) and says what upstream behaviour it works around. check() runs once when training starts
-and raises CompatError, naming the supported releases, when one of those internals is gone or has
+(the sweep launchers run SWEEP_CHECKS before a sweep's first job) and raises CompatError, naming
+the supported releases, when one of those internals is gone or has
 changed, instead of letting a workaround silently do the wrong thing. tests/test_compat.py has a
 test per workaround that fails when upstream changes under it.
 """
