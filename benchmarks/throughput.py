@@ -1,4 +1,4 @@
-"""Throughput benchmark (issue 4): images per second of the project's training against a plain
+"""Throughput benchmark: images per second of the project's training against a plain
 PyTorch loop and the usual Lightning GAN example, in one process, on the same threads.
 
     python benchmarks/throughput.py                      # the full table (several minutes)

@@ -28,7 +28,7 @@ from gan_lightning.sweeps import read_status  # noqa: E402
 # Scalars logged by the eval callback and by GAN.training_step (x-axis: batches = generator steps).
 FID, CLASSES, KL, SCORE = "eval/fid_mnist", "eval/classes_covered", "eval/kl_uniform", "eval/classifier_score"
 TRAIN_TAGS = ["train/loss_d", "train/loss_g", "train/d_real", "train/d_fake", "train/grad_norm_g"]
-SAMPLES = ("train/samples", "samples")  # the sample grid image of every epoch's end (its tag before issue 14)
+SAMPLES = ("train/samples", "samples")  # the sample grid image of every epoch's end (its tag in runs of older versions)
 POOLED_KEYS = {"seed"}  # overrides that make repetitions of one configuration, not a new one
 
 Series = list[tuple[int, float]]  # (step, value)
