@@ -294,7 +294,7 @@ def plot_early_steps(groups, out: Path, early_steps: int) -> bool:
     fig, (ax_d, ax_g) = plt.subplots(1, 2, figsize=(12, 4.5))
     drawn = plot_curves(ax_d, groups, "train/d_fake", max_x=early_steps)
     drawn |= plot_curves(ax_g, groups, "train/grad_norm_g", max_x=early_steps)
-    ax_d.set(xlabel="step (batch)", ylabel="mean D(G(z))", title=f"D(G(z)) over the first {early_steps} steps (logistic losses: the others log raw scores)", yscale="log")
+    ax_d.set(xlabel="step (batch)", ylabel="mean D(G(z))", title=f"D(G(z)) over the first {early_steps} steps\n(logistic losses; the others log raw scores)", yscale="log")
     ax_g.set(xlabel="step (batch)", ylabel="‖∇G‖ (generator loss)", title=f"generator gradient norm, first {early_steps} steps", yscale="log")
     if drawn:
         fig.legend(*ax_d.get_legend_handles_labels(), fontsize=7, loc="lower center", ncol=2, bbox_to_anchor=(0.5, -0.02 - 0.03 * math.ceil(len(groups) / 2)))
