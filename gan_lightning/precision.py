@@ -17,7 +17,7 @@ class Float32Precision(Precision):
     on_before_backward / on_after_backward only when the module or a callback defines them.
     Lightning calls every callback's hook, no-ops included, at every backward: with the default
     callbacks 2 x 8 callback calls and 2 module hooks per backward, two backwards per GAN step
-    (BENCHMARKS.md, "Per-step overhead"). The strategy's own pre/post_backward (DDP's bookkeeping)
+    (BENCHMARKS.md, "Against a tuned hand-written loop"). The strategy's own pre/post_backward (DDP's bookkeeping)
     are outside this plugin and still run; mixed precision keeps Lightning's plugins."""
 
     def pre_backward(self, tensor: Tensor, module: LightningModule) -> Tensor:
