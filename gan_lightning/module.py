@@ -341,6 +341,20 @@ class GAN(L.LightningModule):
         batch_size = d["real_logits"].shape[0]  # one D minibatch
         self.log_dict(metrics, on_step=True, on_epoch=False, sync_dist=True, batch_size=batch_size)
         self.log_dict({"loss_d": metrics["train/loss_d"], "loss_g": metrics["train/loss_g"]}, prog_bar=True, logger=False, sync_dist=True, batch_size=batch_size)
+        every = self.trainer.log_every_n_steps  # 0: no step scalars at all
+        if every and self.global_step % every:  # a step Lightning does not write (see write_to_loggers)
+            self.write_to_loggers(list(metrics))
+
+    def write_to_loggers(self, names: list[str]) -> None:
+        """Lightning's logger connector writes logged step scalars to the loggers only every
+        log_every_n_steps batches (its should_update_logs). For the other logging steps, the last of
+        an epoch and of the run, write them as it would have: the values it reduced over the
+        processes (sync_dist), at its x-axis value (the batch's index), through each logger (which
+        writes on rank zero only). So a run or an epoch shorter than log_every_n_steps has curves too."""
+        logged = self.trainer.callback_metrics
+        values = {name: float(logged[name]) for name in names if name in logged}
+        for logger in self.loggers:
+            logger.log_metrics(values, step=self.global_step - 1)
 
     def sampler(self) -> nn.Module:
         """The network samples come from: G's moving average once it has started, else G."""

@@ -106,6 +106,18 @@ def test_steps_count_batches_for_max_steps_and_checkpoints(train_in_process, tmp
     assert len(scalar_values(run, "train/loss_d")) == 11
 
 
+def test_the_last_step_of_every_epoch_is_logged_between_log_every_n_steps(train_in_process, tmp_path):
+    # Lightning writes step scalars at every 5th batch (indices 4, 9, 14); an epoch (8 batches) ends
+    # between them, at 7 and 15: a run or an epoch shorter than log_every_n_steps still has its curves
+    train_in_process("trainer.max_epochs=2", "trainer.log_every_n_steps=5")
+    run = tmp_path / "run"
+    for tag in SCALARS:
+        assert [e.step for e in events(run).Scalars(tag)] == [4, 7, 9, 14, 15], tag
+    # the values written there are the step's own, as Lightning reduced them: the run's last loss_g
+    summary = json.loads((run / "summary.json").read_text())
+    assert events(run).Scalars("train/loss_g")[-1].value == pytest.approx(summary["metrics"]["train/loss_g"])
+
+
 def test_runs_never_share_a_folder(mnist_root, tmp_path):
     # started in tmp_path, so that the default run folders land in tmp_path/outputs, not the project's
     args = [f"data.root={mnist_root}", *FAST, "trainer.max_steps=1", "callbacks=none", "logger=csv"]
