@@ -17,10 +17,14 @@ import sys
 from contextlib import contextmanager
 
 import torch
-from hydra._internal.core_plugins.basic_launcher import BasicLauncher  # noqa: F401 (the sweep launchers' base, below)
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import read_write
+
+try:  # the sequential sweep launcher's base (see "the sweep launchers" below); checked, not assumed, by check()
+    from hydra._internal.core_plugins.basic_launcher import BasicLauncher
+except ImportError:
+    BasicLauncher = None
 
 SUPPORTED = "torch>=2.6, lightning>=2.4, hydra-core>=1.3, submitit>=1.5 (pyproject.toml)"
 
@@ -238,7 +242,7 @@ def _check_batch_progress() -> None:
 
 # --- Hydra and submitit: the sweep launchers ------------------------------------------------------
 # hydra_plugins/gan_lightning_sweeps/launchers.py builds on three private pieces:
-# - Hydra's BasicLauncher (hydra._internal.core_plugins.basic_launcher, imported above): the
+# - Hydra's BasicLauncher (hydra._internal.core_plugins.basic_launcher, imported at the top): the
 #   sequential launcher is it plus the up-front check of every job; Hydra has no public base class
 #   for an in-process launcher.
 # - submitit's LocalJob keeps its process as _process: a stopped sweep sends its running jobs
@@ -250,8 +254,9 @@ def job_process(submitted):
     return submitted._process
 
 
-def sbatch_text(slurm_executor, command: str) -> str:
-    return slurm_executor._make_submission_file_text(command, "<job uid>")
+def sbatch_text(executor, command: str) -> str:
+    """The sbatch script submitit would submit for command; executor: a submitit.AutoExecutor for SLURM."""
+    return executor._executor._make_submission_file_text(command, "<job uid>")
 
 
 def _check_sweep_launchers() -> None:
@@ -259,6 +264,8 @@ def _check_sweep_launchers() -> None:
     from submitit.local.local import LocalJob
     from submitit.slurm.slurm import SlurmExecutor
 
+    if BasicLauncher is None:
+        raise CompatError("Hydra has no hydra._internal.core_plugins.basic_launcher.BasicLauncher")
     if not (issubclass(BasicLauncher, Launcher) and "def launch" in inspect.getsource(BasicLauncher)):
         raise CompatError("Hydra's BasicLauncher is no longer a Launcher with its own launch()")
     if "self._process" not in inspect.getsource(LocalJob.__init__):
@@ -279,5 +286,5 @@ def check(checks: list = CHECKS) -> None:
             one()
         except CompatError as err:
             raise CompatError(f"{err}: gan_lightning's workaround (gan_lightning/compat.py) does not fit the installed release; supported: {SUPPORTED}") from None
-        except (ImportError, AttributeError, OSError, TypeError) as err:
+        except Exception as err:  # an internal that moved or changed shape fails in any way; say which check, not a traceback
             raise CompatError(f"{one.__name__}: {type(err).__name__}: {err}: gan_lightning/compat.py does not fit the installed release; supported: {SUPPORTED}") from None

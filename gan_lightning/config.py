@@ -53,7 +53,7 @@ RULES = {
 
 
 # what optim.simultaneous (GAN.simultaneous_step, the plain update of Goodfellow et al. 2014) does not do
-NOT_SIMULTANEOUS = {"ema.decay": None, "optim.lr_schedule": None, "loss.gradient_penalty_weight": 0, "regularization.r1_weight": 0,
+NOT_SIMULTANEOUS = {"ema.decay": None, "optim.lr_schedule": None, "regularization.gradient_penalty_weight": 0, "regularization.r1_weight": 0,
                     "regularization.instance_noise.sigma": 0, "optim.d_steps": 1}
 
 

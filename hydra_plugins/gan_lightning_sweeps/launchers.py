@@ -260,4 +260,4 @@ class SlurmLauncher(BaseSubmititLauncher):
         base = set(OmegaConf.structured(BaseQueueConf).keys())
         executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in self.params.items()
                                       if k not in ("submitit_folder", "max_num_timeout")})
-        return compat.sbatch_text(executor._executor, command)
+        return compat.sbatch_text(executor, command)
