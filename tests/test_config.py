@@ -112,3 +112,5 @@ def test_the_simultaneous_update_refuses_what_it_does_not_do():
     validate(composed(["experiment=goodfellow2014"]))
     with pytest.raises(ConfigError, match=r"^optim.simultaneous=true \(Goodfellow et al. 2014's update\) cannot be combined with ema.decay=0.999$"):
         validate(composed(["experiment=goodfellow2014", "ema=enabled"]))
+    with pytest.raises(ConfigError, match=r"cannot be combined with regularization.gradient_penalty_weight=10.0$"):
+        validate(composed(["experiment=goodfellow2014", "regularization=gradient_penalty"]))

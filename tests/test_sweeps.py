@@ -31,28 +31,34 @@ def jobs(sweep: Path) -> dict[int, dict]:
     return {s["job"]: s for s in statuses}
 
 
-def test_a_failing_job_does_not_end_the_sweep_and_a_rerun_skips_what_finished(mnist_root, tmp_path):
+def test_failing_and_diverging_jobs_do_not_end_the_sweep_and_a_rerun_skips_what_finished(mnist_root, tmp_path):
     sweep = tmp_path / "sweep"
-    # seed=-1 passes the config check but makes seed_everything raise inside job 1
-    args = [f"data.root={mnist_root}", *FAST, "seed=1,-1,2", f"hydra.sweep.dir={sweep}"]
+    # seed=-1 passes the config check but makes seed_everything raise inside job 1. The planted D loss
+    # is NaN at its 11th call in the sweep's process: job 0 makes 8 calls (8 batches), job 1 none, so
+    # job 2 diverges at its 3rd step.
+    args = [f"data.root={mnist_root}", *FAST, "seed=1,-1,2", f"hydra.sweep.dir={sweep}",
+            "loss.discriminator._target_=tests.planted.discriminator_loss_nan_at_call", "+loss.discriminator.call=11"]
     result = run_train(*args, multirun=True)
 
     assert result.returncode == 1, result.stderr[-2000:]
     status = jobs(sweep)
-    assert [status[j]["status"] for j in (0, 1, 2)] == ["completed", "failed", "completed"]
+    assert [status[j]["status"] for j in (0, 1, 2)] == ["completed", "failed", "diverged"]
     assert "ValueError" in status[1]["error"]
+    assert "non-finite" in status[2]["error"] and status[2]["value"] is None  # the job returned NaN to the sweeper
     summary = (sweep / "summary.txt").read_text()
     assert summary in result.stdout  # printed at the end of the sweep, and kept beside the runs
     rows = {line.split()[0]: line for line in summary.splitlines() if line.startswith("#") and "  " in line}
     assert "failed" in rows["#1"] and "seed=-1" in rows["#1"] and "data.root" not in rows["#1"]
     assert "completed" in rows["#0"] and f"{status[0]['value']:.2f}" in rows["#0"]
     assert "#1: ValueError" in summary
+    assert "diverged" in rows["#2"] and " - " in rows["#2"]
+    assert summary.splitlines()[0].split()[:3] == ["job", "status", "eval/fid_mnist"]  # optimized_metric, what the jobs return
 
     report = write_report(sweep, early_steps=5).read_text()
     failed_row = next(line for line in report.splitlines() if "seed=-1" in line and line.startswith("| `"))
     assert "failed" in failed_row and "ValueError" in failed_row
 
-    # the same command again: the two finished jobs are skipped, the failed one runs again
+    # the same command again: the finished jobs (completed, diverged) are skipped, the failed one runs again
     started = {j: status[j]["started"] for j in (0, 2)}
     again = run_train(*args, multirun=True)
     assert again.returncode == 1
