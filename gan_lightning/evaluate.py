@@ -3,6 +3,7 @@
     python eval.py ckpt_path=outputs/runs/<run>/checkpoints/last.ckpt data.root=../shared/data
     python eval.py ckpt_path=<file> inception=true [inception_weights=<file>]  # + fid_inception (torch-fidelity)
     python eval.py ckpt_path=<file> parzen=true  # + parzen_ll, parzen_ll_stderr, parzen_sigma (Goodfellow et al. 2014)
+    python eval.py real_images=true parzen=true  # the yardstick: the same scores for real training images
     python eval.py --help
 
 A Hydra app, as train.py: key=value overrides, --help, tab completion. The networks are rebuilt from
@@ -18,11 +19,12 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
+from gan_lightning import compat
 from gan_lightning.checkpoint import CheckpointError, read_checkpoint
-from gan_lightning.data import MNISTNotFoundError, load_mnist_images
+from gan_lightning.data import MNISTNotFoundError, load_mnist_images, scale_to_tanh_range
 from gan_lightning.metrics.classifier import RECORD, ClassifierWeightsError
 from gan_lightning.metrics.inception import InceptionUnavailable, inception_fid
-from gan_lightning.metrics.parzen import generator_parzen, mnist_valid_test
+from gan_lightning.metrics.parzen import generator_parzen, mnist_in_unit_range, mnist_valid_test, parzen_estimate
 from gan_lightning.metrics.quality import SampleQuality, fixed_noise, generated_batches
 from gan_lightning.train import CONFIG_DIR
 
@@ -32,9 +34,11 @@ class UsageError(Exception):
 
 
 def check_args(cfg: DictConfig, minimum: dict[str, int], flags: tuple[str, ...] = ()) -> None:
-    """What Hydra cannot check in a plain yaml config: a checkpoint is given, counts are integers of at
-    least their minimum, flags are true or false."""
-    if not cfg.ckpt_path:
+    """What Hydra cannot check in a plain yaml config: a checkpoint is given (unless real_images=true),
+    counts are integers of at least their minimum, flags are true or false."""
+    if cfg.get("real_images") is True and cfg.ckpt_path:
+        raise UsageError("real_images=true scores MNIST training images, not a generator: leave out ckpt_path")
+    if not cfg.ckpt_path and cfg.get("real_images") is not True:
         raise UsageError("ckpt_path=<file.ckpt> is required")
     for key, low in minimum.items():
         value = cfg[key]
@@ -59,6 +63,7 @@ def pick_device(name: str) -> torch.device:
 def load_gan(ckpt_path: str, device: torch.device):
     from gan_lightning.module import GAN
 
+    compat.check()  # the module relies on the internals compat.py works around, as in training
     path = Path(ckpt_path)
     checkpoint = read_checkpoint(path)  # the check train.py makes too
     try:
@@ -89,21 +94,41 @@ def scores(gan, cfg: DictConfig, device: torch.device) -> dict:
     return metrics
 
 
+def real_image_scores(cfg: DictConfig, device: torch.device) -> dict:
+    """The same scores for the first cfg.num_samples MNIST training images in place of samples: what
+    real digits score, the yardstick of every other number (training images 50,000-60,000, which
+    choose the Parzen sigma, are not among them while num_samples <= 50,000)."""
+    if cfg.num_samples > 50_000:
+        raise UsageError(f"num_samples must be at most 50000 with real_images=true (the rest choose the Parzen sigma), got {cfg.num_samples}")
+    images = load_mnist_images(cfg.data.root, train=True)[: cfg.num_samples]
+    inception = inception_fid(cfg.inception_weights) if cfg.inception else None
+    quality = SampleQuality(load_mnist_images(cfg.data.root, train=False), device=device, batch_size=cfg.batch_size, inception=inception)
+    metrics = quality(scale_to_tanh_range(batch).to(device) for batch in images.split(cfg.batch_size))
+    if cfg.parzen:
+        metrics.update(parzen_estimate(mnist_in_unit_range(images), *mnist_valid_test(cfg.data.root, cfg.parzen_valid_size)))
+    return metrics
+
+
 def evaluate(cfg: DictConfig) -> dict:
-    check_args(cfg, {"num_samples": 2, "batch_size": 1, "seed": 0}, flags=("inception", "parzen"))  # FID needs two samples
+    check_args(cfg, {"num_samples": 2, "batch_size": 1, "seed": 0}, flags=("inception", "parzen", "real_images"))  # FID needs two samples
     device = pick_device(cfg.device)
-    gan = load_gan(cfg.ckpt_path, device)
-    result = {**scores(gan, cfg, device), "ckpt_path": str(Path(cfg.ckpt_path).resolve()), "num_samples": cfg.num_samples,
-              "seed": cfg.seed, "classifier_sha256": json.loads(RECORD.read_text())["sha256"]}
-    out = Path(cfg.out) if cfg.out else run_folder(cfg.ckpt_path) / f"eval_{Path(cfg.ckpt_path).stem}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    if cfg.real_images:
+        result = {**real_image_scores(cfg, device), "samples": f"the first {cfg.num_samples} MNIST training images", "num_samples": cfg.num_samples}
+        out = Path(cfg.out) if cfg.out else None  # no run folder to put it in
+    else:
+        gan = load_gan(cfg.ckpt_path, device)
+        result = {**scores(gan, cfg, device), "ckpt_path": str(Path(cfg.ckpt_path).resolve()), "num_samples": cfg.num_samples, "seed": cfg.seed}
+        out = Path(cfg.out) if cfg.out else run_folder(cfg.ckpt_path) / f"eval_{Path(cfg.ckpt_path).stem}.json"
+    result["classifier_sha256"] = json.loads(RECORD.read_text())["sha256"]
     print(json.dumps(result, indent=2))
-    print(f"written to {out}", file=sys.stderr)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"written to {out}", file=sys.stderr)
     return result
 
 
-COMMAND_ERRORS = (UsageError, CheckpointError, MNISTNotFoundError, ClassifierWeightsError, InceptionUnavailable)
+COMMAND_ERRORS = (UsageError, CheckpointError, MNISTNotFoundError, ClassifierWeightsError, InceptionUnavailable, compat.CompatError)
 
 
 def run_command(command, cfg: DictConfig):

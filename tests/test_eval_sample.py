@@ -90,6 +90,24 @@ def test_a_broken_checkpoint_gives_a_one_line_error(main, tmp_path, monkeypatch,
     assert line.startswith(f"error: {garbage} is not a usable gan-lightning checkpoint")
 
 
+def test_eval_scores_real_training_images_as_the_yardstick(trained_run, mnist_root, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "real.json"
+    real = evaluate.evaluate(command_config("evaluate", "real_images=true", "parzen=true", f"data.root={mnist_root}",
+                                            "num_samples=200", "batch_size=64", f"out={out}"))
+    assert json.loads(out.read_text()) == json.loads(capsys.readouterr().out)
+    assert real["samples"] == "the first 200 MNIST training images" and "ckpt_path" not in real
+    # the scores a trained generator gets, for real images: a lower FID and a higher Parzen estimate than its samples'
+    ckpt = trained_run / "checkpoints" / "last.ckpt"
+    generated = evaluate.evaluate(command_config("evaluate", f"ckpt_path={ckpt}", "parzen=true", f"data.root={mnist_root}",
+                                                 "num_samples=200", "batch_size=64", f"out={tmp_path / 'gen.json'}"))
+    assert real["fid_mnist"] < generated["fid_mnist"] and real["parzen_ll"] > generated["parzen_ll"]
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "argv", ["cmd", "real_images=true", f"ckpt_path={ckpt}"])
+    with pytest.raises(SystemExit):
+        evaluate.main()
+    assert capsys.readouterr().err == "error: real_images=true scores MNIST training images, not a generator: leave out ckpt_path\n"
+
+
 @pytest.mark.parametrize("main", [evaluate.main, sample.main])
 @pytest.mark.parametrize("args, message", [(["ckpt_path=missing.ckpt"], "error: checkpoint not found: missing.ckpt"),
                                            ([], "error: ckpt_path=<file.ckpt> is required"),

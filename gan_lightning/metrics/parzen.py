@@ -19,11 +19,11 @@ sigma, so each block's are computed once and scored for every sigma.
 Cost: two 10,000 x 10,000 x 784 float64 products plus the exponentials, 10-30 s on one CPU thread
 (BENCHMARKS.md), well under a second on a GPU.
 
-    python -m gan_lightning.metrics.parzen data_root=../shared/data   # the sanity value: 10,000 real training images as "samples"
+    python eval.py ckpt_path=<file.ckpt> parzen=true                   # a generator's estimate
+    python eval.py real_images=true parzen=true data.root=../shared/data  # the yardstick: 10,000 real training images as "samples"
 """
 
 import math
-import sys
 
 import numpy as np
 import torch
@@ -77,15 +77,3 @@ def generator_parzen(gan, valid: torch.Tensor, test: torch.Tensor, noise: torch.
 
     samples = torch.cat([rescale(gan.sample(z.to(gan.device)), gan.output_range, (0.0, 1.0)) for z in noise.split(batch_size)])
     return parzen_estimate(samples, valid, test)
-
-
-def main(argv: list[str]) -> None:
-    """The sanity value of the table: the first 10,000 training images as the "samples"."""
-    args = dict(a.partition("=")[::2] for a in argv)
-    valid, test = mnist_valid_test(args.get("data_root", "data"), int(args.get("valid_size", 1000)))
-    samples = mnist_in_unit_range(load_mnist_images(args.get("data_root", "data"), train=True)[: int(args.get("num_samples", 10000))])
-    print(parzen_estimate(samples, valid, test))
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

@@ -1,6 +1,6 @@
 """Train the reference MNIST classifier and record its weights' checksum and test accuracy.
 
-    python -m gan_lightning.metrics.train_classifier data_root=../shared/data
+    python -m gan_lightning.metrics.train_classifier data.root=../shared/data
     python -m gan_lightning.metrics.train_classifier --help    # its options (conf/train_classifier.yaml)
 
 A Hydra app like the other commands (key=value, --help); it writes no Hydra folder or log.
@@ -92,6 +92,7 @@ def train(data_root: str, epochs: int, batch_size: int, lr: float, seed: int, th
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train_classifier")
 def main(cfg: DictConfig) -> None:
     options = OmegaConf.to_container(cfg)
+    options["data_root"] = options.pop("data")["root"]  # data.root, as in the other commands
     options["out"] = options["out"] or str(WEIGHTS)
     train(**options)
 
