@@ -87,10 +87,12 @@ FIXED = ("model.", "loss.name", "optim.optimizer.", "optim.betas", "optim.lr_sch
 ON = {"regularization.spectral_norm": bool, "ema.decay": lambda v: v is not None}
 
 
-def check_resume(path, checkpoint: dict, new: dict) -> list[str]:
+def check_resume(path, checkpoint: dict, new: dict, images_per_step: int | None = None) -> list[str]:
     """Compare the checkpoint's hyperparameters with the new run's (cfg.module). Raise CheckpointError
     for a change the restored state cannot take; return a line for each change that is applied
-    (learning rates through GAN.on_load_checkpoint, the rest by building the module from the new config)."""
+    (learning rates through GAN.on_load_checkpoint, the rest by building the module from the new config).
+    images_per_step: the new run's data.batch_size x optim.d_steps, which a checkpoint saved in the
+    middle of an epoch must be resumed with (its epoch goes on by skipping the steps it trained)."""
     old = checkpoint["hyper_parameters"]
     if not isinstance(old, dict):  # omegaconf objects of older checkpoints
         from omegaconf import OmegaConf
@@ -107,7 +109,12 @@ def check_resume(path, checkpoint: dict, new: dict) -> list[str]:
         raise CheckpointError(f"cannot resume {path} with other settings of what it stores: {what}; "
                               "resume with the checkpoint's values, or start a new run without ckpt_path")
     progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
-    if "optim.d_steps" in changed and progress.get("current", {}).get("ready", 0) > 0 and not progress.get("is_last_batch"):
+    mid_epoch = progress.get("current", {}).get("ready", 0) > 0 and not progress.get("is_last_batch")
+    saved = checkpoint.get("MNISTDataModule", {}).get("images_per_step")  # Lightning keeps a DataModule's state under its class name
+    if mid_epoch and None not in (saved, images_per_step) and saved != images_per_step:
+        raise CheckpointError(f"cannot resume {path}, saved in the middle of an epoch, with another number of images per training step "
+                              f"(data.batch_size x optim.d_steps: {saved} -> {images_per_step}): resume with the checkpoint's values, or from an epoch's last.ckpt")
+    if "optim.d_steps" in changed and mid_epoch:  # checkpoints from before images_per_step was saved
         # a step reads d_steps real minibatches: the resumed epoch would skip its trained steps in other units
         raise CheckpointError(f"cannot resume {path}, saved in the middle of an epoch, with another optim.d_steps "
                               f"({old.get('optim.d_steps')} -> {new.get('optim.d_steps')}): resume with the checkpoint's value, or from an epoch's last.ckpt")

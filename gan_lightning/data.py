@@ -267,7 +267,8 @@ class MNISTDataModule(L.LightningDataModule):
         return batches_trained_this_epoch(self.trainer)
 
     def state_dict(self) -> dict:
-        return {"shuffle_seed": self.shuffle_seed}
+        # images_per_step: what a resume in the middle of an epoch must keep (checkpoint.check_resume)
+        return {"shuffle_seed": self.shuffle_seed, "images_per_step": self.batch_size * self.batches_per_step}
 
     def load_state_dict(self, state: dict) -> None:
         self.shuffle_seed = state["shuffle_seed"]

@@ -300,7 +300,7 @@ class GAN(L.LightningModule):
         if not measure:
             return loss_g, None
         # After the step: in fp16 mixed precision the gradient scaler has then unscaled the
-        # gradients in place (inf when it skipped this step for an overflow), so this is G's true
+        # gradients in place (inf or NaN when it skipped this step for an overflow: clipping turns inf into NaN), so this is G's true
         # gradient norm (clipped, if optim.clip_grad_norm_g asks), not one multiplied by the loss scale.
         return loss_g, torch.nn.utils.get_total_norm([p.grad for p in self.generator.parameters() if p.grad is not None])
 

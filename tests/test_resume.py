@@ -7,6 +7,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from gan_lightning.checkpoint import CheckpointError
 from tests.conftest import FAST, train_here
 
 BATCHES = 256 // 32  # tiny MNIST, batch 32: 8 batches per epoch
@@ -102,3 +103,13 @@ def test_another_d_steps_is_refused_only_for_a_checkpoint_from_the_middle_of_an_
     with pytest.raises(CheckpointError, match=r"mid.ckpt, saved in the middle of an epoch, with another optim.d_steps \(1 -> 2\)"):
         check_resume("mid.ckpt", saved(3, False), settings(2))
     assert check_resume("mid.ckpt", saved(3, False), settings(1)) == []
+
+
+def test_another_batch_size_is_refused_for_a_checkpoint_from_the_middle_of_an_epoch(train_in_process, tmp_path):
+    # 256 images, batch 32: the checkpoint of step 3 is in the middle of the first epoch
+    train_in_process("trainer.max_steps=3", "eval=none", run_dir=tmp_path / "first")
+    mid = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    with pytest.raises(CheckpointError, match=r"saved in the middle of an epoch, with another number of images per training step "
+                                              r"\(data.batch_size x optim.d_steps: 32 -> 64\)"):
+        train_in_process(f"ckpt_path={mid}", "data.batch_size=64", "eval=none", run_dir=tmp_path / "second")
+    assert not (tmp_path / "second").exists()  # refused before anything was written
