@@ -9,7 +9,7 @@ ARGS ?=
 
 install: $(VENV)/.installed
 
-# torch and torchvision first, pinned to the releases this machine tests with (pyproject.toml has
+# torch and torchvision first, pinned to the releases the project is tested with (pyproject.toml has
 # the ranges a user may install). setuptools: the build backend, which .ci/check_wheel and
 # tests/test_packaging.py call in this venv (Python 3.12's venv has none; 70.1 builds wheels itself).
 $(VENV)/.installed: pyproject.toml
