@@ -7,6 +7,7 @@ import sys
 import types
 from unittest import mock
 
+import lightning as L
 import pytest
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -101,3 +102,83 @@ def test_the_sweep_launchers_internals_are_checked_before_a_sweep(monkeypatch):
     monkeypatch.setattr(SlurmExecutor, "_make_submission_file_text", None)  # gone (a base class declares it)
     with pytest.raises(compat.CompatError, match=r"SlurmExecutor has no _make_submission_file_text"):
         compat.check(compat.SWEEP_CHECKS)
+
+
+def test_the_ema_groups_are_the_tensors_themselves_per_device_and_dtype_as_averaged_models():
+    from torch.optim import swa_utils
+    from torch.utils import _foreach_utils
+
+    from gan_lightning.module import EMA
+
+    # AveragedModel groups with the very helper the workaround uses (the reason to use it at all)
+    assert swa_utils._group_tensors_by_device_and_dtype is _foreach_utils._group_tensors_by_device_and_dtype
+    averages = [torch.zeros(2), torch.zeros(3, dtype=torch.float64), torch.zeros(4)]
+    current = [torch.ones(2), torch.ones(3, dtype=torch.float64), torch.ones(4)]
+    grouped = compat.group_by_device_and_dtype([averages, current])
+    assert set(grouped) == {(torch.device("cpu"), torch.float32), (torch.device("cpu"), torch.float64)}
+    [group_averages, group_current], _ = grouped[(torch.device("cpu"), torch.float32)]
+    assert [id(t) for t in group_averages] == [id(averages[0]), id(averages[2])]  # the tensors, in order, not copies
+    assert [id(t) for t in group_current] == [id(current[0]), id(current[2])]
+    torch._foreach_lerp_(group_averages, group_current, 0.5)  # what multi_avg_fn does to a group
+    assert averages[0].tolist() == [0.5, 0.5] and averages[1].tolist() == [0.0, 0.0, 0.0]
+
+    # module.EMA's grouped update gives AveragedModel's numbers, float64 buffer included
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 2)
+    net.register_buffer("count", torch.zeros(2, dtype=torch.float64))
+    ours, torchs = EMA(net, decay=0.9), swa_utils.AveragedModel(net, multi_avg_fn=swa_utils.get_ema_multi_avg_fn(0.9), use_buffers=True)
+    for _ in range(3):
+        with torch.no_grad():
+            net.weight.add_(1.0)
+            net.count.add_(1.0)
+        ours.update_parameters(net)
+        torchs.update_parameters(net)
+    for a, b in zip(ours.state_dict().values(), torchs.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+class _CountingBatches(L.LightningModule):
+    """One weight; configure_optimizers asks for estimated_stepping_batches, as Lightning issue
+    #20550's repro (and a OneCycleLR) does; records each batch it trains on."""
+
+    def __init__(self, seen: list):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.seen = seen
+
+    def training_step(self, batch, batch_idx):
+        self.seen.append(int(batch))
+        return (self.weight * batch.float()).sum()
+
+    def configure_optimizers(self):
+        assert self.trainer.estimated_stepping_batches > 0
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+@pytest.mark.filterwarnings("ignore:Be aware that when using `ckpt_path`")  # the resumed run needs no ModelCheckpoint
+def test_a_resumed_epoch_skips_the_batches_lightnings_restored_counter_says_were_trained(tmp_path, monkeypatch):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from gan_lightning.data import ResumableLoader
+
+    def fit(seen: list, max_steps: int, ckpt_path=None, callbacks=()):
+        trainer = L.Trainer(max_steps=max_steps, max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                            enable_model_summary=False, enable_checkpointing=bool(callbacks), callbacks=list(callbacks), default_root_dir=tmp_path)
+        loader = ResumableLoader(torch.arange(6), batch_size=None, trained=lambda: compat.batches_trained_this_epoch(trainer))
+        trainer.fit(_CountingBatches(seen), train_dataloaders=loader, ckpt_path=ckpt_path)
+        return trainer
+
+    seen = []
+    # a checkpoint saved in on_train_batch_end after batch 1 (completed one short of ready there: Lightning issue #18060)
+    fit(seen, max_steps=3, callbacks=[ModelCheckpoint(dirpath=tmp_path, filename="mid", every_n_train_steps=2, save_top_k=-1)])
+    assert seen == [0, 1, 2]
+    resumed = []
+    trainer = fit(resumed, max_steps=-1, ckpt_path=tmp_path / "mid.ckpt")
+    assert resumed == [2, 3, 4, 5]  # the 2 batches trained before the checkpoint are skipped, none twice
+    assert compat.batches_trained_this_epoch(trainer) == 6
+
+    from lightning.pytorch.loops import progress
+
+    monkeypatch.setattr(progress, "_BatchProgress", lambda: types.SimpleNamespace(current=types.SimpleNamespace(completed=0)))  # no `ready`
+    with pytest.raises(compat.CompatError, match=r"batch progress has no current.ready.*supported: .*lightning>=2.4"):
+        compat.check()
