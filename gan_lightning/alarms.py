@@ -16,6 +16,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from gan_lightning.compat import add_non_finite, loss_scale, scaler_found_inf
+from gan_lightning.loggers import last_batch_step
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ class CollapseAlarm(L.Callback):
 
     def flag(self, trainer: L.Trainer, name: str, on: bool, message: str) -> None:
         for logger in trainer.loggers:
-            logger.log_metrics({f"warning/{name}": float(on)}, step=trainer.global_step)
+            logger.log_metrics({f"warning/{name}": float(on)}, step=last_batch_step(trainer))
         if not on:
             self.raised[name] = False
             return
@@ -173,6 +174,6 @@ class CollapseAlarm(L.Callback):
                 log.warning("warning/%s: %s", name, text)
                 for logger in trainer.loggers:
                     if isinstance(logger, TensorBoardLogger):
-                        logger.experiment.add_text(f"warning/{name}", text, global_step=trainer.global_step)
+                        logger.experiment.add_text(f"warning/{name}", text, global_step=last_batch_step(trainer))
         if self.stop:
             trainer.should_stop = True

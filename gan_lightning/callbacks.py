@@ -13,6 +13,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.model_summary.model_summary import get_formatted_model_size, get_human_readable_count
 from torchvision.utils import make_grid, save_image
 
+from gan_lightning.loggers import last_batch_step
+
 log = logging.getLogger(__name__)
 
 
@@ -34,7 +36,7 @@ class SampleGrid(L.Callback):
         save_image(grid, self.dirpath / f"epoch_{trainer.current_epoch:03d}.png")
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image("train/samples", grid, global_step=trainer.global_step)
+                logger.experiment.add_image("train/samples", grid, global_step=last_batch_step(trainer))
 
 
 class Interrupted(BaseException):

@@ -3,6 +3,14 @@
 from lightning.pytorch.loggers import TensorBoardLogger
 
 
+def last_batch_step(trainer) -> int:
+    """The x-axis value of what is written after a batch: Lightning logs a batch's scalars (and an
+    epoch's, at its last batch) at the batch's 0-based index, while trainer.global_step has already
+    counted it. Sample grids, alarm texts and the scalars the module writes itself use this, so
+    that TensorBoard shows an epoch's grid, evaluation and last losses at one step."""
+    return max(trainer.global_step - 1, 0)
+
+
 class GANTensorBoardLogger(TensorBoardLogger):
     """Lightning's TensorBoard logger without the `epoch` scalar that Lightning's logger connector adds
     to every logged dict: in TensorBoard it is one more card group (a staircase) that sorts before

@@ -13,6 +13,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from gan_lightning.compat import bare, count_generator_steps_only, group_by_device_and_dtype
+from gan_lightning.loggers import last_batch_step
 from gan_lightning.regularizers import apply_spectral_norm, gradient_penalty, instance_noise_std, r1_penalty
 
 SAMPLE_NOISE_SEED = 1234  # the same sample noise in every run, so grids are comparable between runs
@@ -354,7 +355,7 @@ class GAN(L.LightningModule):
         logged = self.trainer.callback_metrics
         values = {name: float(logged[name]) for name in names if name in logged}
         for logger in self.loggers:
-            logger.log_metrics(values, step=self.global_step - 1)
+            logger.log_metrics(values, step=last_batch_step(self.trainer))
 
     def sampler(self) -> nn.Module:
         """The network samples come from: G's moving average once it has started, else G."""

@@ -67,7 +67,9 @@ def test_a_run_writes_config_checkpoint_scalars_images_and_hparams(mnist_root, t
     assert sorted(p.name for p in (run / "samples").glob("*.png")) == ["epoch_000.png", "epoch_001.png"]
     acc = events(run)
     assert SCALARS <= set(acc.Tags()["scalars"])
-    assert len(acc.Images("train/samples")) == 2
+    # an epoch's sample grid at the step of its last losses and its evaluation (Time Series links them by step)
+    assert [e.step for e in acc.Images("train/samples")] == [BATCHES - 1, 2 * BATCHES - 1]
+    assert [e.step for e in acc.Scalars("eval/fid_mnist")] == [2 * BATCHES - 1]
     # TensorBoard's x-axis counts batches, one value per log_every_n_steps=1
     assert [e.step for e in acc.Scalars("train/loss_g")] == list(range(2 * BATCHES))
     d_real, d_fake = scalar_values(run, "train/d_real"), scalar_values(run, "train/d_fake")
