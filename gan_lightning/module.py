@@ -344,16 +344,18 @@ class GAN(L.LightningModule):
         self.log_dict({"loss_d": metrics["train/loss_d"], "loss_g": metrics["train/loss_g"]}, prog_bar=True, logger=False, sync_dist=True, batch_size=batch_size)
         every = self.trainer.log_every_n_steps  # 0: no step scalars at all
         if every and self.global_step % every:  # a step Lightning does not write (see write_to_loggers)
-            self.write_to_loggers(list(metrics))
+            self.write_to_loggers(metrics)
 
-    def write_to_loggers(self, names: list[str]) -> None:
+    def write_to_loggers(self, metrics: dict) -> None:
         """Lightning's logger connector writes logged step scalars to the loggers only every
         log_every_n_steps batches (its should_update_logs). For the other logging steps, the last of
-        an epoch and of the run, write them as it would have: the values it reduced over the
-        processes (sync_dist), at its x-axis value (the batch's index), through each logger (which
-        writes on rank zero only). So a run or an epoch shorter than log_every_n_steps has curves too."""
-        logged = self.trainer.callback_metrics
-        values = {name: float(logged[name]) for name in names if name in logged}
+        an epoch and of the run, write them as it would have: averaged over the processes (as
+        sync_dist does), at its x-axis value, through each logger (which writes on rank zero only).
+        So a run or an epoch shorter than log_every_n_steps has curves too. One all-reduce and one
+        read of the device for all of them (on a GPU each float() would be a sync)."""
+        names = list(metrics)
+        stacked = torch.stack([torch.as_tensor(metrics[name], dtype=torch.float32, device=self.device) for name in names])
+        values = dict(zip(names, self.trainer.strategy.reduce(stacked, reduce_op="mean").tolist()))
         for logger in self.loggers:
             logger.log_metrics(values, step=last_batch_step(self.trainer))
 

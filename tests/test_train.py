@@ -133,8 +133,11 @@ def test_minimax_on_two_cpu_processes_with_ddp(mnist_root, tmp_path):
     run, probe = tmp_path / "run", tmp_path / "probe"
     check(run_train(
         "loss=minimax", "trainer.devices=2", f"data.root={mnist_root}", f"hydra.run.dir={run}", *FAST,
-        "+callbacks.probe._target_=tests.probes.RecordBatches", f"+callbacks.probe.path={probe}",
+        "+callbacks.probe._target_=tests.probes.RecordBatches", f"+callbacks.probe.path={probe}", "trainer.log_every_n_steps=3",
     ))
+    # 4 steps: Lightning writes the scalars of step 2, the module those of the epoch's last step,
+    # reduced over both processes like Lightning's (a collective: every process takes part)
+    assert [e.step for e in events(run).Scalars("train/loss_d")] == [2, 3]
     # rank 0 alone writes the config, checkpoints, samples and logs
     assert (run / "checkpoints" / "last.ckpt").is_file() and (run / ".hydra" / "config.yaml").is_file()
     assert len(list((run / "samples").glob("*.png"))) == 1
