@@ -58,6 +58,27 @@ def pytest_configure(config):
         torch.set_num_threads(threads)
 
 
+OUTPUTS = PROJECT / "outputs"  # the user's runs: no test may write there (each test gives its run folder)
+OUTPUTS_BEFORE = pytest.StashKey[set]()
+
+
+def outputs_listing() -> set[str]:
+    return {str(p.relative_to(OUTPUTS)) for p in OUTPUTS.rglob("*")} if OUTPUTS.is_dir() else set()
+
+
+def pytest_sessionstart(session):
+    session.config.stash[OUTPUTS_BEFORE] = outputs_listing()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if hasattr(session.config, "workerinput"):  # a pytest-xdist worker: the controller checks once
+        return
+    written = sorted(outputs_listing() - session.config.stash.get(OUTPUTS_BEFORE, set()))
+    if written:
+        print(f"\nerror: the tests wrote into {OUTPUTS}: {', '.join(written[:5])}", file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 @pytest.fixture(scope="session")
 def mnist_root(tmp_path_factory) -> Path:
     return make_tiny_mnist(tmp_path_factory.mktemp("mnist"))
