@@ -154,7 +154,7 @@ def find_problem(run: Run) -> str | None:
     if not run.has_log:
         return "no TensorBoard events or metrics.csv: the job crashed before training (its error is in the sweep's console output)"
     if not any(tag in run.scalars for tag in TRAIN_TAGS):
-        return "no training scalars logged (a crash in the first steps, or fewer steps than trainer.log_every_n_steps)"
+        return "no training scalars logged (a crash in its first step)"
     trainer = run.config.get("trainer", {})
     last_step = max(s for series in run.scalars.values() for s, _ in series)
     max_steps = trainer.get("max_steps") or -1

@@ -1,17 +1,41 @@
-"""benchmarks/throughput.py runs end to end in its --tiny setting and prints its tables (no timings checked)."""
+"""benchmarks/throughput.py runs end to end in its --tiny setting and prints its tables (no timings checked).
 
-import os
-import subprocess
-import sys
+The script runs in this process (a subprocess would only add its imports); what it changes for its own
+process (torch threads, warning filters, logger levels) is put back afterwards."""
+
+import importlib.util
+import logging
+import warnings
+
+import torch
 
 from tests.conftest import PROJECT
 
+QUIETED = ("lightning", "lightning.pytorch", "lightning.fabric", "gan_lightning")  # the loggers the script turns down
 
-def test_throughput_benchmark_runs_and_prints_the_tables(mnist_root):
-    cmd = [sys.executable, str(PROJECT / "benchmarks" / "throughput.py"), "--tiny", "--data-root", str(mnist_root), "--threads", "1"]
-    result = subprocess.run(cmd, cwd=PROJECT, capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    assert result.returncode == 0, result.stderr[-5000:]
-    out = result.stdout
+
+def load_throughput():
+    spec = importlib.util.spec_from_file_location("throughput", PROJECT / "benchmarks" / "throughput.py")
+    throughput = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(throughput)
+    return throughput
+
+
+def run_throughput(*args: str) -> None:
+    """throughput.py's main(args) in this process."""
+    threads, levels = torch.get_num_threads(), {name: logging.getLogger(name).level for name in QUIETED}
+    try:
+        with warnings.catch_warnings():
+            load_throughput().main(["--tiny", "--threads", "1", *args])
+    finally:
+        torch.set_num_threads(threads)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def test_throughput_benchmark_runs_and_prints_the_tables(mnist_root, capsys):
+    run_throughput("--data-root", str(mnist_root))  # the DDP comparison starts train.py processes of its own
+    out = capsys.readouterr().out
     assert "| batch | loss | (0) tuned loop | (1) plain loop | (2) project | (4) common example | (2)/(0) median (min-max) | (2)/(1) | (2)/(4) |" in out
     assert "| 16 | non_saturating |" in out
     assert "(3a) torchvision per-sample" in out and "\n| 16 | " in out

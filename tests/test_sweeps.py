@@ -21,6 +21,7 @@ from gan_lightning.sweeps import read_status
 from gan_lightning.train import CONFIG_DIR
 from hydra_plugins.gan_lightning_sweeps.launchers import DeviceSlots
 from tests.conftest import FAST, TRAIN_PY, check, run_train
+from tests.test_experiments import groups, png_size, tensorboard_view
 
 BATCHES = 256 // 32  # tiny MNIST, batch 32
 
@@ -31,39 +32,67 @@ def jobs(sweep: Path) -> dict[int, dict]:
     return {s["job"]: s for s in statuses}
 
 
-def test_failing_and_diverging_jobs_do_not_end_the_sweep_and_a_rerun_skips_what_finished(mnist_root, tmp_path):
+def test_a_sweep_with_failing_and_diverging_jobs_goes_on_reports_them_and_a_rerun_skips_what_finished(mnist_root, tmp_path):
     sweep = tmp_path / "sweep"
     # seed=-1 passes the config check but makes seed_everything raise inside job 1. The planted D loss
-    # is NaN at its 11th call in the sweep's process: job 0 makes 8 calls (8 batches), job 1 none, so
-    # job 2 diverges at its 3rd step.
-    args = [f"data.root={mnist_root}", *FAST, "seed=1,-1,2", f"hydra.sweep.dir={sweep}",
-            "loss.discriminator._target_=tests.planted.discriminator_loss_nan_at_call", "+loss.discriminator.call=11"]
+    # is NaN at its 17th call in the sweep's process: jobs 0 and 2 make 8 calls each (8 batches),
+    # job 1 none, so job 3 diverges at its first step.
+    args = [f"data.root={mnist_root}", *FAST, "seed=1,-1,2,3", f"hydra.sweep.dir={sweep}",
+            "loss.discriminator._target_=tests.planted.discriminator_loss_nan_at_call", "+loss.discriminator.call=17"]
     result = run_train(*args, multirun=True)
 
     assert result.returncode == 1, result.stderr[-2000:]
     status = jobs(sweep)
-    assert [status[j]["status"] for j in (0, 1, 2)] == ["completed", "failed", "diverged"]
+    assert [status[j]["status"] for j in (0, 1, 2, 3)] == ["completed", "failed", "completed", "diverged"]
     assert "ValueError" in status[1]["error"]
-    assert "non-finite" in status[2]["error"] and status[2]["value"] is None  # the job returned NaN to the sweeper
+    assert "non-finite" in status[3]["error"] and status[3]["value"] is None  # the job returned NaN to the sweeper
     summary = (sweep / "summary.txt").read_text()
     assert summary in result.stdout  # printed at the end of the sweep, and kept beside the runs
     rows = {line.split()[0]: line for line in summary.splitlines() if line.startswith("#") and "  " in line}
     assert "failed" in rows["#1"] and "seed=-1" in rows["#1"] and "data.root" not in rows["#1"]
     assert "completed" in rows["#0"] and f"{status[0]['value']:.2f}" in rows["#0"]
     assert "#1: ValueError" in summary
-    assert "diverged" in rows["#2"] and " - " in rows["#2"]
+    assert "diverged" in rows["#3"] and " - " in rows["#3"]
     assert summary.splitlines()[0].split()[:3] == ["job", "status", "eval/fid_mnist"]  # optimized_metric, what the jobs return
 
-    report = write_report(sweep, early_steps=5).read_text()
-    failed_row = next(line for line in report.splitlines() if "seed=-1" in line and line.startswith("| `"))
-    assert "failed" in failed_row and "ValueError" in failed_row
+    # the report: the two finished seeds pooled, the failed and the diverged job listed with their errors
+    text = write_report(sweep, early_steps=5).read_text()
+    pooled = [line for line in text.splitlines() if line.startswith("| all runs |")]
+    assert len(pooled) == 1 and "| 2 (1, 2) |" in pooled[0], text
+    assert float(pooled[0].split("|")[3].split("±")[0]) > 0  # evaluated after their last epoch
+    for seed, problem in (("-1", "failed: ValueError"), ("3", "diverged: non-finite")):
+        line = next(line for line in text.splitlines() if f"seed={seed}" in line and line.startswith("| `"))
+        assert "left out" in line and problem in line, line
+    for name in ("early_steps.png", "training_curves.png", "samples.png", "fid_vs_epoch.png"):
+        assert f"]({name})" in text
+        width, height = png_size(sweep / name)
+        assert width > 100 and height > 100
+
+    # `tensorboard --logdir <sweep>`: what the dashboard shows, read by TensorBoard's own code
+    runs, experiment = tensorboard_view(sweep)
+    # runs named by the job folders, which hold the events and name only what differs between jobs
+    assert {"0_seed=1", "2_seed=2"} <= set(runs) and not any(run.startswith("1_") for run in runs)  # job 1 crashed before logging
+    for run in ("0_seed=1", "2_seed=2"):
+        tags = runs[run]
+        # Time Series groups cards by the tag's first part, in the order of the sorted tags, and opens
+        # the first two groups: FID and coverage, then losses, D(x), D(G(z)) and samples; alarms after.
+        assert groups(tags) == ["eval", "train", "wall_time", "warning"], tags  # no `epoch` staircase
+        assert {"eval/fid_mnist", "eval/classes_covered"} <= set(tags)
+        assert {"train/loss_d", "train/loss_g", "train/d_real", "train/d_fake", "train/samples"} <= set(tags)
+        assert sorted(tag for tag in tags if tag.startswith("train/"))[-1] == "train/samples"  # the grids last
+    # HPARAMS: the param that differs between the runs (the swept seed) is the first column, ticked
+    # (the page ticks the first 5 params and the first 5 metrics), with the eval metrics beside it
+    params = [(info.name, info.differs) for info in experiment.hparam_infos]
+    assert params[0] == ("seed", True) and not any(differs for _, differs in params[1:]), params
+    assert {"optim.lr_g", "optim.lr_d", "loss.name"} <= {name for name, _ in params}
+    assert "eval/fid_mnist" in [info.name.tag for info in experiment.metric_infos[:5]]
 
     # the same command again: the finished jobs (completed, diverged) are skipped, the failed one runs again
-    started = {j: status[j]["started"] for j in (0, 2)}
+    started = {j: status[j]["started"] for j in (0, 2, 3)}
     again = run_train(*args, multirun=True)
     assert again.returncode == 1
-    assert again.stdout.count("in an earlier run of this sweep: skipped") + again.stderr.count("in an earlier run of this sweep: skipped") == 2
-    assert {j: jobs(sweep)[j]["started"] for j in (0, 2)} == started
+    assert again.stdout.count("in an earlier run of this sweep: skipped") + again.stderr.count("in an earlier run of this sweep: skipped") == 3
+    assert {j: jobs(sweep)[j]["started"] for j in (0, 2, 3)} == started
 
 
 def test_a_bad_value_in_any_job_refuses_the_sweep_before_the_first_job(mnist_root, tmp_path):
