@@ -46,11 +46,11 @@ def weights_file(tmp_path_factory):
 
 
 def test_fid_inception_separates_images_and_is_zero_for_the_reference_itself(weights_file):
-    reference = render_digits(12, seed=0)  # few images: InceptionV3 at 299x299 is slow on a CPU
-    quality = SampleQuality(reference, batch_size=12, inception=inception_fid(str(weights_file)))
+    reference = render_digits(8, seed=0)  # few images: InceptionV3 at 299x299 is slow on a CPU
+    quality = SampleQuality(reference, batch_size=8, inception=inception_fid(str(weights_file)))
     itself = quality(scale_to_tanh_range(reference))
-    other_digits = quality(scale_to_tanh_range(render_digits(12, seed=1)))
-    noise = quality(torch.rand(12, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1)
+    other_digits = quality(scale_to_tanh_range(render_digits(8, seed=1)))
+    noise = quality(torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1)
     assert itself["fid_inception"] == pytest.approx(0.0, abs=1e-2 * other_digits["fid_inception"])
     assert 0 < other_digits["fid_inception"] < noise["fid_inception"]
     assert set(noise) == {"fid_mnist", "classes_covered", "kl_uniform", "classifier_score", "fid_inception"}

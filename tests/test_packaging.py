@@ -10,6 +10,10 @@ from pathlib import Path
 
 import pytest
 
+# one worker under xdist: the build runs once, and two builds in the checkout at once would share its
+# temporary release tree and egg-info
+pytestmark = pytest.mark.xdist_group("packaging")
+
 PROJECT = Path(__file__).resolve().parent.parent
 SDIST = "import sys; from setuptools import build_meta; build_meta.build_sdist(sys.argv[1])"
 

@@ -132,21 +132,21 @@ def test_an_interrupted_sweep_continues_from_the_checkpoint_of_the_unfinished_jo
 
 def test_the_parallel_launcher_runs_jobs_at_once_on_shared_gpus_with_the_cores_split_and_survives_a_killed_job(mnist_root, tmp_path):
     sweep = tmp_path / "sweep"
-    # One (faked) GPU taking two jobs at once. Each job waits for another to start: the start-up of
-    # a job (seconds of imports) can outlast its tiny training, so without this two could miss each
+    # One (faked) GPU taking the three jobs at once. Each job waits for another to start: the start-up
+    # of a job (seconds of imports) can outlast its tiny training, so without this two could miss each
     # other on a busy machine. The third job kills its own process at its first batch.
     result = run_train(f"data.root={mnist_root}", *FAST, "eval=none", "trainer.max_epochs=2", "seed=1,2,3",
                        "+callbacks.wait._target_=tests.probes.WaitForJobs", "+callbacks.wait.jobs=2",
                        "+callbacks.die._target_=tests.probes.KillSelf", "+callbacks.die.seed=${seed}", "+callbacks.die.kill_seed=3",
-                       "hydra/launcher=parallel", "hydra.launcher.jobs_per_gpu=2", "hydra.launcher.poll_s=0.1",
+                       "hydra/launcher=parallel", "hydra.launcher.jobs_per_gpu=3", "hydra.launcher.poll_s=0.1",
                        f"hydra.sweep.dir={sweep}", multirun=True, env={"GAN_FAKE_GPU_COUNT": "1"})
     assert result.returncode == 1, result.stderr[-3000:]
     status = jobs(sweep)
     assert [status[j]["status"] for j in (0, 1, 2)] == ["completed", "completed", "killed"]
     assert "killed" in (sweep / "summary.txt").read_text()
     cores = len(os.sched_getaffinity(0))
-    assert [status[j]["resources"]["torch_threads"] for j in (0, 1, 2)] == [max(cores // 2, 1)] * 3
-    assert [status[j]["resources"]["cuda_visible_devices"] for j in (0, 1, 2)] == ["0", "0", "0"]  # both slots of GPU 0
+    assert [status[j]["resources"]["torch_threads"] for j in (0, 1, 2)] == [max(cores // 3, 1)] * 3  # the cores split 3 ways
+    assert [status[j]["resources"]["cuda_visible_devices"] for j in (0, 1, 2)] == ["0", "0", "0"]  # the slots of GPU 0
     assert len({status[j]["resources"]["pid"] for j in (0, 1, 2)}) == 3
     # jobs 0 and 1 ran at the same time: each started before the other finished
     assert status[0]["started"] < status[1]["updated"] and status[1]["started"] < status[0]["updated"]
