@@ -114,7 +114,7 @@ def check_resume(path, checkpoint: dict, new: dict, images_per_step: int | None 
     if mid_epoch and None not in (saved, images_per_step) and saved != images_per_step:
         raise CheckpointError(f"cannot resume {path}, saved in the middle of an epoch, with another number of images per training step "
                               f"(data.batch_size x optim.d_steps: {saved} -> {images_per_step}): resume with the checkpoint's values, or from an epoch's last.ckpt")
-    if "optim.d_steps" in changed and mid_epoch:  # checkpoints from before images_per_step was saved
+    if "optim.d_steps" in changed and mid_epoch:  # also for checkpoints from before images_per_step was saved
         # a step reads d_steps real minibatches: the resumed epoch would skip its trained steps in other units
         raise CheckpointError(f"cannot resume {path}, saved in the middle of an epoch, with another optim.d_steps "
                               f"({old.get('optim.d_steps')} -> {new.get('optim.d_steps')}): resume with the checkpoint's value, or from an epoch's last.ckpt")

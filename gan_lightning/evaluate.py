@@ -81,12 +81,16 @@ def run_folder(ckpt_path: str) -> Path:
     return folder.parent if folder.name == "checkpoints" else folder
 
 
-def scores(gan, cfg: DictConfig, device: torch.device) -> dict:
-    """The metrics of cfg.num_samples images from fixed noise: fid_mnist and the coverage numbers,
-    plus fid_inception with inception=true and the Parzen-window estimate with parzen=true. Another
-    score is one more option and block here."""
+def sample_quality(cfg: DictConfig, device: torch.device) -> SampleQuality:
+    """fid_mnist and the coverage numbers against the MNIST test set, plus fid_inception with inception=true."""
     inception = inception_fid(cfg.inception_weights) if cfg.inception else None
-    quality = SampleQuality(load_mnist_images(cfg.data.root, train=False), device=device, batch_size=cfg.batch_size, inception=inception)
+    return SampleQuality(load_mnist_images(cfg.data.root, train=False), device=device, batch_size=cfg.batch_size, inception=inception)
+
+
+def scores(gan, cfg: DictConfig, device: torch.device) -> dict:
+    """The metrics of cfg.num_samples images from fixed noise: sample_quality's, and the
+    Parzen-window estimate with parzen=true. Another score is one more option and block here."""
+    quality = sample_quality(cfg, device)
     noise = fixed_noise(cfg.num_samples, gan.latent_dim, cfg.seed)
     metrics = quality(generated_batches(gan, noise, cfg.batch_size))
     if cfg.parzen:  # Goodfellow et al. 2014's Parzen-window estimate (metrics/parzen.py)
@@ -101,9 +105,7 @@ def real_image_scores(cfg: DictConfig, device: torch.device) -> dict:
     if cfg.num_samples > 50_000:
         raise UsageError(f"num_samples must be at most 50000 with real_images=true (the rest choose the Parzen sigma), got {cfg.num_samples}")
     images = load_mnist_images(cfg.data.root, train=True)[: cfg.num_samples]
-    inception = inception_fid(cfg.inception_weights) if cfg.inception else None
-    quality = SampleQuality(load_mnist_images(cfg.data.root, train=False), device=device, batch_size=cfg.batch_size, inception=inception)
-    metrics = quality(scale_to_tanh_range(batch).to(device) for batch in images.split(cfg.batch_size))
+    metrics = sample_quality(cfg, device)(scale_to_tanh_range(batch).to(device) for batch in images.split(cfg.batch_size))
     if cfg.parzen:
         metrics.update(parzen_estimate(mnist_in_unit_range(images), *mnist_valid_test(cfg.data.root, cfg.parzen_valid_size)))
     return metrics
