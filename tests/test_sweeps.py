@@ -53,6 +53,15 @@ def test_a_sweep_with_failing_and_diverging_jobs_goes_on_reports_them_and_a_reru
     assert "completed" in rows["#0"] and f"{status[0]['value']:.2f}" in rows["#0"]
     assert "#1: ValueError" in summary
     assert "diverged" in rows["#3"] and " - " in rows["#3"]
+    # one folder per job, named by its number and the override that differs, holding that job's run
+    folders = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert folders == ["0_seed=1", "1_seed=-1", "2_seed=2", "3_seed=3"]
+    for job, seed in ((0, 1), (2, 2)):
+        run = sweep / folders[job]
+        assert yaml.safe_load((run / ".hydra" / "config.yaml").read_text())["seed"] == seed
+        assert torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"] == BATCHES
+        assert len(list(run.rglob("events.out.tfevents.*"))) == 1
+    assert all(result.stdout.count(f"#{job} :") == 1 for job in range(4))  # each job launched once
     assert summary.splitlines()[0].split()[:3] == ["job", "status", "eval/fid_mnist"]  # optimized_metric, what the jobs return
 
     # the report: the two finished seeds pooled, the failed and the diverged job listed with their errors
