@@ -68,19 +68,22 @@ def check_jobs(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx
     return jobs
 
 
-def lost_job(job: Job, err: BaseException) -> JobReturn:
+def lost_job(job: Job, reason: str) -> JobReturn:
     """The return of a job whose process died without reporting: NaN, as for any failed job, so
     that the sweep (and an Optuna study, which records NaN as a failed trial) goes on."""
     from gan_lightning.sweeps import read_status, write_status
 
     status = read_status(job.run_dir) or {}
     if status.get("status") in (None, "running"):
-        write_status(job.run_dir, job=job.idx, overrides=job.overrides, run_dir=str(job.run_dir), status="killed",
-                     error=str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
-    log.error("#%d: the job's process died: %s", job.idx, type(err).__name__)
+        write_status(job.run_dir, job=job.idx, overrides=job.overrides, run_dir=str(job.run_dir), status="killed", error=reason)
+    log.error("#%d: %s", job.idx, reason)
     ret = JobReturn(overrides=job.overrides, status=JobStatus.COMPLETED)
     ret.return_value = float("nan")
     return ret
+
+
+def first_line(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
 
 class SequentialLauncher(compat.BasicLauncher):
@@ -227,10 +230,14 @@ class ParallelLauncher(BaseSubmititLauncher):
 
     @staticmethod
     def collect(submitted, job: Job) -> JobReturn:
+        # A local process that has ended without its result file never writes one: submitit's
+        # results() would wait 15 s for it (a grace period meant for slow cluster file systems).
+        if not submitted.paths.result_pickle.exists():
+            return lost_job(job, f"the job's process ended without a result (killed?); its output: {submitted.paths.stdout}")
         try:
             return submitted.results()[0]
         except Exception as err:  # submitit's UncompletedJobError / FailedJobError: the process died
-            return lost_job(job, err)
+            return lost_job(job, f"the job's process died: {first_line(err)}")
 
 
 class SlurmLauncher(BaseSubmititLauncher):
