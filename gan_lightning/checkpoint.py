@@ -3,7 +3,9 @@ resume may change."""
 
 import logging
 import os
-from contextlib import suppress
+import signal
+import threading
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import torch
@@ -16,6 +18,25 @@ class CheckpointError(ValueError):
     pass
 
 
+@contextmanager
+def ctrl_c_held_back():
+    """Ctrl-C delivered after the block instead of inside it. A KeyboardInterrupt in the middle of
+    torch.save stops the write half-way and surfaces as a torch error, so a run interrupted while it
+    saves would end as failed, not interrupted. (Signals reach Python's handlers in the main thread
+    only; SIGTERM and SIGUSR1 only set a flag there, so they need no holding back.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pressed = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+        if pressed:
+            signal.raise_signal(signal.SIGINT)  # to the handler that was there: KeyboardInterrupt, as a user expects
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Write a checkpoint to a temporary name in its folder, then rename it: a full disk or a killed
     process leaves the previous checkpoint and no partial file that looks like a checkpoint.
@@ -26,17 +47,19 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path = Path(path)
         tmp = path.with_name(f".{path.name}.tmp")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())  # a disk that fills up late (delayed allocation) fails here, not after the rename
-            os.replace(tmp, path)
+            with ctrl_c_held_back():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with open(tmp, "wb") as f:
+                    torch.save(checkpoint, f)
+                    f.flush()
+                    os.fsync(f.fileno())  # a disk that fills up late (delayed allocation) fails here, not after the rename
+                os.replace(tmp, path)
         except OSError as err:
-            with suppress(OSError):
-                tmp.unlink(missing_ok=True)
             raise CheckpointError(f"could not write checkpoint {path}: {err.strerror or err}; the run stopped and left no partial file "
                                   "(free space or choose a writable hydra.run.dir, then resume from the last checkpoint)") from None
+        finally:
+            with suppress(OSError):
+                tmp.unlink(missing_ok=True)  # what a failed write left (none after a rename)
 
 
 def read_checkpoint(path) -> dict:

@@ -2,6 +2,7 @@
 and every refusal is one line (issue 16)."""
 
 import errno
+import json
 import os
 import signal
 import subprocess
@@ -90,6 +91,29 @@ def test_checkpoints_are_written_under_a_temporary_name_then_renamed(train_in_pr
     train_in_process("eval=none", "logger=csv", "trainer.limit_train_batches=1")
     assert renamed == [(".epoch000-step0000001.ckpt.tmp", "epoch000-step0000001.ckpt"), (".last.ckpt.tmp", "last.ckpt")]
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["epoch000-step0000001.ckpt", "last.ckpt"]
+
+
+def test_ctrl_c_while_a_checkpoint_is_written_interrupts_the_run_after_the_write(train_in_process, tmp_path, monkeypatch):
+    real_save = torch.save
+
+    def pressed_during_the_write(obj, f, *args, **kwargs):
+        f.write(b"the first bytes")
+        signal.raise_signal(signal.SIGINT)  # Ctrl-C now, with the checkpoint half written
+        f.seek(0)
+        real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", pressed_during_the_write)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (pytest-xdist workers ignore it)
+    try:
+        with pytest.raises((SystemExit, Interrupted, KeyboardInterrupt)):
+            train_in_process("eval=none", "logger=csv", "trainer.limit_train_batches=1")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    folder = tmp_path / "run" / "checkpoints"
+    # the checkpoint being written when Ctrl-C came is whole; the run then stopped as interrupted
+    assert sorted(p.name for p in folder.iterdir()) == ["epoch000-step0000001.ckpt", "interrupted.ckpt"]
+    assert [checkpoint(folder / name)["global_step"] for name in ("epoch000-step0000001.ckpt", "interrupted.ckpt")] == [1, 1]
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "interrupted"
 
 
 @pytest.fixture
