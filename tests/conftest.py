@@ -1,28 +1,24 @@
 """Shared test fixtures: a tiny MNIST in torchvision's layout, the config as train.py composes it,
 train(cfg) in this process, and running train.py like a user where the command line itself is tested."""
 
+# torch, Hydra and the project are imported where they are used, not here: under xdist the controller
+# loads this file too, and starts its workers only after it (importing Lightning takes seconds).
 import os
 import struct
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
-
-from gan_lightning.train import CONFIG_DIR, train
 
 PROJECT = Path(__file__).resolve().parent.parent
 TRAIN_PY = PROJECT / "train.py"
 
 
-def write_idx(path: Path, array: np.ndarray) -> None:
+def write_idx(path: Path, array) -> None:
     """Write a uint8 array in the IDX format of the official MNIST files (magic 0x08, ndim)."""
+    import numpy as np
+
     array = np.ascontiguousarray(array, dtype=np.uint8)
     with open(path, "wb") as f:
         f.write(struct.pack(">HBB", 0, 0x08, array.ndim))
@@ -32,6 +28,8 @@ def write_idx(path: Path, array: np.ndarray) -> None:
 
 def make_tiny_mnist(root: Path, n_train: int = 256, n_test: int = 64, seed: int = 0) -> Path:
     """root/MNIST/raw/ with the four files torchvision reads; images are a bright bar per class."""
+    import numpy as np
+
     rng = np.random.default_rng(seed)
     raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
@@ -55,6 +53,8 @@ def pytest_configure(config):
         # default of one thread per core in every worker oversubscribes them (more CPU time, not less wall time).
         threads = max(1, len(os.sched_getaffinity(0)) // workers)
         os.environ["OMP_NUM_THREADS"] = str(threads)
+        import torch
+
         torch.set_num_threads(threads)
 
 
@@ -96,10 +96,17 @@ FAST = [
 ]
 
 
-def compose_config(*overrides: str, output_dir: Path | str = "/tmp/gan-compose-test") -> DictConfig:
+def compose_config(*overrides: str, output_dir: Path | str = "/tmp/gan-compose-test"):
     """The config exactly as train.py's task function gets it: composed from conf/ with overrides,
     Hydra's runtime values (the run folder output_dir, the cwd) set and resolved, the hydra node gone.
     Nothing is written; output_dir only matters to what is built from the config."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf, open_dict, read_write
+
+    from gan_lightning.train import CONFIG_DIR
+
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
@@ -113,8 +120,13 @@ def compose_config(*overrides: str, output_dir: Path | str = "/tmp/gan-compose-t
     return cfg
 
 
-def command_config(name: str, *overrides: str) -> DictConfig:
+def command_config(name: str, *overrides: str):
     """The config of eval.py (name "evaluate") or sample.py ("sample") as the command line composes it."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from gan_lightning.train import CONFIG_DIR
+
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return compose(name, overrides=list(overrides))
@@ -125,6 +137,8 @@ def train_here(*overrides: str, run_dir: Path, extra_callbacks=()):
     the run folder. Saves starting a Python process and importing torch and Lightning (seconds) per
     run. What Hydra itself does around the task (.hydra/, train.log, one-line errors and exit codes,
     sweeps) is not run: the tests of those start train.py."""
+    from gan_lightning.train import train
+
     return train(compose_config(*overrides, output_dir=run_dir), extra_callbacks=list(extra_callbacks))
 
 
