@@ -14,8 +14,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-# one worker under xdist (make test): the weights file and the training run are built once
-pytestmark = pytest.mark.xdist_group("inception")
+IMAGES = 4  # per set: InceptionV3 at 299x299 takes about 0.2 s an image on one CPU core
 
 pytest.importorskip("torch_fidelity", reason="Inception FID needs torch-fidelity, installed with the dev extra")
 from torch_fidelity import feature_extractor_inceptionv3 as fidelity_inception  # noqa: E402
@@ -39,20 +38,22 @@ def weights_file(tmp_path_factory):
         bn.momentum = None  # running statistics = those of the batch below
     torch.nn.Module.train(net, True)
     with torch.no_grad():
-        net(torch.randint(0, 256, (8, 3, 299, 299), dtype=torch.uint8))
+        net(torch.randint(0, 256, (IMAGES, 3, 299, 299), dtype=torch.uint8))
     path = tmp_path_factory.mktemp("inception") / WEIGHTS_FILE
     torch.save(net.state_dict(), path)
     return path
 
 
-def test_fid_inception_separates_images_and_is_zero_for_the_reference_itself(weights_file):
-    reference = render_digits(8, seed=0)  # few images: InceptionV3 at 299x299 is slow on a CPU
-    quality = SampleQuality(reference, batch_size=8, inception=inception_fid(str(weights_file)))
+def test_fid_inception_is_zero_for_the_reference_itself_and_not_for_noise(weights_file):
+    # The generated images reach Inception exactly as the reference does (range, channels, size):
+    # the reference scored as generated images is at distance 0, up to the error of a matrix square
+    # root from a few images. (Which of two image sets is nearer is Inception's and torchmetrics'
+    # work, and these weights are random: not checked here.)
+    reference = render_digits(IMAGES, seed=0)
+    quality = SampleQuality(reference, batch_size=IMAGES, inception=inception_fid(str(weights_file)))
     itself = quality(scale_to_tanh_range(reference))
-    other_digits = quality(scale_to_tanh_range(render_digits(8, seed=1)))
-    noise = quality(torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1)
-    assert itself["fid_inception"] == pytest.approx(0.0, abs=1e-2 * other_digits["fid_inception"])
-    assert 0 < other_digits["fid_inception"] < noise["fid_inception"]
+    noise = quality(torch.rand(IMAGES, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1)
+    assert noise["fid_inception"] > 0 and itself["fid_inception"] == pytest.approx(0.0, abs=1e-3 * noise["fid_inception"])
     assert set(noise) == {"fid_mnist", "classes_covered", "kl_uniform", "classifier_score", "fid_inception"}
 
 
@@ -73,25 +74,25 @@ def test_missing_weights_are_a_message_saying_what_to_do(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def small_mnist(tmp_path_factory):
-    """8 test images: the reference set Inception FID reads in full."""
-    return make_tiny_mnist(tmp_path_factory.mktemp("small_mnist"), n_train=64, n_test=8)
+    """IMAGES test images: the reference set Inception FID reads in full."""
+    return make_tiny_mnist(tmp_path_factory.mktemp("small_mnist"), n_train=64, n_test=IMAGES)
 
 
-@pytest.fixture(scope="module")
-def inception_run(small_mnist, weights_file, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("inception_run")
-    train_here(f"data.root={small_mnist}", *FAST, *EVALUATION, f"eval.inception.weights_path={weights_file}", run_dir=run_dir)
-    return run_dir
+EVALUATION = [f"eval.num_samples={IMAGES}", f"eval.batch_size={IMAGES}", "eval.inception.enabled=true"]
 
 
-EVALUATION = ["eval.num_samples=8", "eval.batch_size=8", "eval.inception.enabled=true"]
-
-
-def test_training_logs_fid_inception_with_a_weights_file(inception_run):
-    events = EventAccumulator(str(inception_run))
+def test_training_logs_fid_inception_with_a_weights_file_and_eval_py_reports_it_when_asked(small_mnist, weights_file, tmp_path):
+    run = tmp_path / "run"
+    train_here(f"data.root={small_mnist}", *FAST, *EVALUATION, f"eval.inception.weights_path={weights_file}", run_dir=run)
+    events = EventAccumulator(str(run))
     events.Reload()
     assert [e.value > 0 for e in events.Scalars("eval/fid_inception")] == [True]
     assert len(events.Scalars("eval/fid_mnist")) == 1
+
+    args = [f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", f"data.root={small_mnist}", f"num_samples={IMAGES}", "device=cpu"]
+    with_inception = evaluate(command_config("evaluate", *args, "inception=true", f"inception_weights={weights_file}"))
+    assert with_inception["fid_inception"] > 0
+    assert "fid_inception" not in evaluate(command_config("evaluate", *args))  # off by default
 
 
 def test_training_without_the_weights_stops_before_the_first_step(small_mnist, tmp_path):
@@ -100,10 +101,3 @@ def test_training_without_the_weights_stops_before_the_first_step(small_mnist, t
         train_here(f"data.root={small_mnist}", *FAST, *EVALUATION, f"eval.inception.weights_path={missing}", run_dir=tmp_path / "run")
     assert str(err.value).startswith(f"Inception weights not found: {missing}")
     assert not (tmp_path / "run" / "checkpoints").exists()  # stopped before training, not after an epoch
-
-
-def test_eval_command_reports_fid_inception_when_asked(inception_run, small_mnist, weights_file):
-    args = [f"ckpt_path={inception_run / 'checkpoints' / 'last.ckpt'}", f"data.root={small_mnist}", "num_samples=8", "device=cpu"]
-    with_inception = evaluate(command_config("evaluate", *args, "inception=true", f"inception_weights={weights_file}"))
-    assert with_inception["fid_inception"] > 0
-    assert "fid_inception" not in evaluate(command_config("evaluate", *args))  # off by default
