@@ -14,13 +14,15 @@ import pytest
 import torch
 import yaml
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from omegaconf import read_write
 
 from gan_lightning.report import write_report
-from gan_lightning.sweeps import read_status
+from gan_lightning.sweeps import read_status, run_sweep_job, write_status
 from gan_lightning.train import CONFIG_DIR
 from hydra_plugins.gan_lightning_sweeps.launchers import DeviceSlots
-from tests.conftest import FAST, TRAIN_PY, check, run_train
+from tests.conftest import FAST, TRAIN_PY, check, compose_config, run_train
 from tests.test_experiments import groups, png_size, tensorboard_view
 
 BATCHES = 256 // 32  # tiny MNIST, batch 32
@@ -32,7 +34,7 @@ def jobs(sweep: Path) -> dict[int, dict]:
     return {s["job"]: s for s in statuses}
 
 
-def test_a_sweep_with_failing_and_diverging_jobs_goes_on_reports_them_and_a_rerun_skips_what_finished(mnist_root, tmp_path):
+def test_a_sweep_with_failing_and_diverging_jobs_goes_on_and_reports_them(mnist_root, tmp_path):
     sweep = tmp_path / "sweep"
     # seed=-1 passes the config check but makes seed_everything raise inside job 1. The planted D loss
     # is NaN at its 17th call in the sweep's process: jobs 0 and 2 make 8 calls each (8 batches),
@@ -96,12 +98,6 @@ def test_a_sweep_with_failing_and_diverging_jobs_goes_on_reports_them_and_a_reru
     assert {"optim.lr_g", "optim.lr_d", "loss.name"} <= {name for name, _ in params}
     assert "eval/fid_mnist" in [info.name.tag for info in experiment.metric_infos[:5]]
 
-    # the same command again: the finished jobs (completed, diverged) are skipped, the failed one runs again
-    started = {j: status[j]["started"] for j in (0, 2, 3)}
-    again = run_train(*args, multirun=True)
-    assert again.returncode == 1
-    assert again.stdout.count("in an earlier run of this sweep: skipped") + again.stderr.count("in an earlier run of this sweep: skipped") == 3
-    assert {j: jobs(sweep)[j]["started"] for j in (0, 2, 3)} == started
 
 
 def test_a_bad_value_in_any_job_refuses_the_sweep_before_the_first_job(mnist_root, tmp_path):
@@ -112,47 +108,69 @@ def test_a_bad_value_in_any_job_refuses_the_sweep_before_the_first_job(mnist_roo
     assert not list(sweep.rglob("job_status.json"))
 
 
-def test_an_interrupted_sweep_continues_from_the_checkpoint_of_the_unfinished_job(mnist_root, tmp_path):
+def test_a_killed_sweep_run_again_skips_the_finished_job_and_continues_the_cut_one_from_its_checkpoint(mnist_root, tmp_path):
     sweep = tmp_path / "sweep"
-    args = [f"data.root={mnist_root}", *FAST, "eval=none", "trainer.max_epochs=3", "seed=1,2", f"hydra.sweep.dir={sweep}"]
+    args = [f"data.root={mnist_root}", *FAST, "eval=none", "trainer.max_epochs=2", "seed=1,2", f"hydra.sweep.dir={sweep}"]
     cmd = [sys.executable, str(TRAIN_PY), "-m", *args]
     log = tmp_path / "sweep.out"
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
         try:
             deadline = time.time() + 120
-            while not list(sweep.glob("0_*/checkpoints/last.ckpt")):  # job 0 has finished an epoch
+            while not list(sweep.glob("1_*/checkpoints/last.ckpt")):  # job 0 has finished, job 1 an epoch
                 assert proc.poll() is None and time.time() < deadline, log.read_text()[-3000:]
                 time.sleep(0.1)
         finally:
             proc.kill()  # kill -9: nothing is saved on the way out
             proc.wait()
-    assert jobs(sweep)[0]["status"] == "running" and 1 not in jobs(sweep)
+    before = jobs(sweep)
+    assert [before[j]["status"] for j in (0, 1)] == ["completed", "running"]
 
-    check(run_train(*args, multirun=True))
+    result = check(run_train(*args, multirun=True))
 
     status = jobs(sweep)
     assert [status[j]["status"] for j in (0, 1)] == ["completed", "completed"]
-    assert status[0]["resumed_from"].endswith(".ckpt") and status[1]["resumed_from"] is None
+    assert "job #0 completed in an earlier run of this sweep: skipped" in result.stdout + result.stderr
+    assert status[0]["started"] == before[0]["started"]  # not run again
+    assert status[1]["resumed_from"].endswith(".ckpt") and before[1]["resumed_from"] is None
     for job in (0, 1):
         ckpt = torch.load(next(sweep.glob(f"{job}_*/checkpoints/last.ckpt")), map_location="cpu", weights_only=False)
-        assert ckpt["global_step"] == 3 * BATCHES and ckpt["epoch"] == 2
+        assert ckpt["global_step"] == 2 * BATCHES and ckpt["epoch"] == 1
+
+
+@pytest.mark.parametrize("before, overrides, runs_again", [
+    ("completed", ["seed=3"], False), ("diverged", ["seed=3"], False),  # finished: its result stands
+    ("failed", ["seed=3"], True), ("interrupted", ["seed=3"], True), ("running", ["seed=3"], True),  # killed
+    ("completed", ["seed=4"], True),  # the folder of another job (the sweep was changed): this one runs
+])
+def test_a_rerun_of_a_sweep_runs_again_only_the_jobs_that_did_not_finish(tmp_path, before, overrides, runs_again):
+    cfg = compose_config("seed=3", output_dir=tmp_path)
+    with read_write(HydraConfig.get()):
+        HydraConfig.get().job.num = 2  # what Hydra's multirun sets for job #2
+    write_status(tmp_path, job=2, overrides=overrides, run_dir=str(tmp_path), status=before, value=1.5 if before == "completed" else None)
+    ran = []
+    value = run_sweep_job(cfg, lambda cfg: ran.append(cfg.seed) or 0.5)
+    assert ran == ([3] if runs_again else [])
+    assert read_status(tmp_path)["status"] == ("completed" if runs_again else before)
+    assert value == (0.5 if runs_again else 1.5) or (before == "diverged" and math.isnan(value))
 
 
 def test_the_parallel_launcher_runs_jobs_at_once_on_shared_gpus_with_the_cores_split_and_survives_a_killed_job(mnist_root, tmp_path):
     sweep = tmp_path / "sweep"
-    # One (faked) GPU taking the three jobs at once. Each job waits for another to start: the start-up
-    # of a job (seconds of imports) can outlast its tiny training, so without this two could miss each
-    # other on a busy machine. The third job kills its own process at its first batch.
-    result = run_train(f"data.root={mnist_root}", *FAST, "eval=none", "trainer.max_epochs=2", "seed=1,2,3",
-                       "+callbacks.wait._target_=tests.probes.WaitForJobs", "+callbacks.wait.jobs=2",
+    # One (faked) GPU taking the three jobs at once. Each job waits until all three have started: the
+    # start-up of a job (seconds of imports) can outlast its tiny training, so without this two could
+    # miss each other on a busy machine. The third job kills its own process at its first batch.
+    result = run_train(f"data.root={mnist_root}", *FAST, "eval=none", "seed=1,2,3",
+                       "+callbacks.wait._target_=tests.probes.WaitForJobs", "+callbacks.wait.jobs=3",
                        "+callbacks.die._target_=tests.probes.KillSelf", "+callbacks.die.seed=${seed}", "+callbacks.die.kill_seed=3",
                        "hydra/launcher=parallel", "hydra.launcher.jobs_per_gpu=3", "hydra.launcher.poll_s=0.1",
                        f"hydra.sweep.dir={sweep}", multirun=True, env={"GAN_FAKE_GPU_COUNT": "1"})
     assert result.returncode == 1, result.stderr[-3000:]
     status = jobs(sweep)
     assert [status[j]["status"] for j in (0, 1, 2)] == ["completed", "completed", "killed"]
-    assert "killed" in (sweep / "summary.txt").read_text()
+    killed_log = next(log for log in (sweep / ".submitit").rglob("*_log.out") if not list(log.parent.glob("*_result.pkl")))
+    said = f"#2: the job's process ended without a result (killed?); its output: {killed_log}"
+    assert said in (sweep / "summary.txt").read_text()
     cores = len(os.sched_getaffinity(0))
     assert [status[j]["resources"]["torch_threads"] for j in (0, 1, 2)] == [max(cores // 3, 1)] * 3  # the cores split 3 ways
     assert [status[j]["resources"]["cuda_visible_devices"] for j in (0, 1, 2)] == ["0", "0", "0"]  # the slots of GPU 0
@@ -220,32 +238,32 @@ def test_an_optuna_search_continues_its_study_after_a_crash(mnist_root, tmp_path
     sweep = tmp_path / "search"
     fast = [o for o in FAST if not o.startswith("data.batch_size=")]  # the batch size is searched
     args = ["hparams_search=optuna", f"data.root={mnist_root}", *fast, f"hydra.sweep.dir={sweep}"]
-    check(run_train(*args, "hydra.sweeper.n_trials=2", multirun=True))
+    check(run_train(*args, "hydra.sweeper.n_trials=1", multirun=True))
     study = optuna.load_study(study_name="gan_mnist", storage=f"sqlite:///{sweep / 'optuna.db'}")
-    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
-    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    assert results["best_value"] == min(t.value for t in study.trials)  # the lower final eval/fid_mnist
-    assert math.isfinite(results["best_value"])
-    assert set(results["best_params"]) == {"optim.lr_g", "optim.lr_d", "optim.d_steps", "data.batch_size"}
-    assert len(list(sweep.rglob(".hydra/config.yaml"))) == 2
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE]
+    assert len(list(sweep.rglob(".hydra/config.yaml"))) == 1
 
-    # a search killed in the middle of its third trial leaves it RUNNING, asked by a process now dead
+    # a search killed in the middle of its second trial leaves it RUNNING, asked by a process now dead
     dead = subprocess.Popen(["true"])
     dead.wait()
     cut = study.ask({"optim.lr_g": optuna.distributions.FloatDistribution(1e-5, 3e-3, log=True)})
     cut.set_user_attr("worker", f"{socket.gethostname()}:{dead.pid}")
-    cut.set_user_attr("job", 2)
+    cut.set_user_attr("job", 1)
 
-    result = check(run_train(*args, "hydra.sweeper.n_trials=4", multirun=True))
+    result = check(run_train(*args, "hydra.sweeper.n_trials=3", multirun=True))
     study = optuna.load_study(study_name="gan_mnist", storage=f"sqlite:///{sweep / 'optuna.db'}")
     states = [t.state.name for t in study.trials]
-    # 2 kept, the cut-off one failed and run again with its parameters, 1 new: the budget of 4 holds
-    assert states == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE", "COMPLETE"], states
-    assert study.trials[3].params["optim.lr_g"] == cut.params["optim.lr_g"]
-    assert study.trials[3].user_attrs["job"] == 2
-    assert study.trials[4].params not in [t.params for t in study.trials[:2]]  # the seeded sampler moved on
-    assert sorted(jobs(sweep)) == [0, 1, 2, 3]
-    assert "2 trials finished before, 2 to go (1 cut off, run again)" in result.stdout + result.stderr
+    # 1 kept, the cut-off one failed and run again with its parameters, 1 new: the budget of 3 holds
+    assert states == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"], states
+    assert study.trials[2].params["optim.lr_g"] == cut.params["optim.lr_g"]
+    assert study.trials[2].user_attrs["job"] == 1
+    assert study.trials[3].params != study.trials[0].params  # the seeded sampler moved on
+    assert sorted(jobs(sweep)) == [0, 1, 2]
+    assert "1 trial finished before, 2 to go (1 cut off, run again)" in result.stdout + result.stderr
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    finished = [t.value for t in study.trials if t.state.name == "COMPLETE"]
+    assert results["best_value"] == min(finished) and math.isfinite(results["best_value"])  # the lowest final eval/fid_mnist
+    assert set(results["best_params"]) == {"optim.lr_g", "optim.lr_d", "optim.d_steps", "data.batch_size"}
     report = write_report(sweep, early_steps=5).read_text()
     for png in ("optuna_history.png", "optuna_slice.png"):
         assert (sweep / png).stat().st_size > 1000 and f"]({png})" in report

@@ -131,8 +131,8 @@ class OptunaSweeper(Sweeper):
         done = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL))
                 if t.number not in {a.number for a in again}]
         to_go = max(self.n_trials - len(done), 0)
-        log.info("Study %s in %s: %d trials finished before, %d to go%s", study.study_name, self.storage or self.sweep_dir / "optuna.db",
-                 len(done), to_go, f" ({len(again)} cut off, run again)" if again else "")
+        log.info("Study %s in %s: %d trial%s finished before, %d to go%s", study.study_name, self.storage or self.sweep_dir / "optuna.db",
+                 len(done), "" if len(done) == 1 else "s", to_go, f" ({len(again)} cut off, run again)" if again else "")
         next_job = 1 + max([t.user_attrs.get("job", -1) for t in study.get_trials(deepcopy=False)], default=-1)
         width = self.n_jobs or getattr(self.launcher, "jobs", None) or 1
 
