@@ -298,17 +298,21 @@ def data_rates(data_root: str, batch_size: int, steps: int, warmup: int) -> dict
 # (5) 2-process CPU DDP against 1 process, at the same global batch, through train.py
 
 
-def ddp_run(data_root: str, devices: int, global_batch: int, steps: int, warmup: int, workdir: Path, timeout: float, threads: int | None, extra: list[str] = ()) -> float:
-    run_dir = workdir / f"ddp{devices}_{uuid.uuid4().hex[:8]}"
-    times_file = run_dir / "step_times.json"
-    cmd = [
-        sys.executable, str(PROJECT / "train.py"),
+def ddp_overrides(data_root: str, devices: int, global_batch: int, steps: int, warmup: int, run_dir: Path, extra: list[str] = ()) -> list[str]:
+    """train.py's overrides for one DDP comparison run; rank 0's step times land in run_dir/step_times.json."""
+    return [
         f"data.root={data_root}", f"data.batch_size={global_batch // devices}",
         "trainer.accelerator=cpu", f"trainer.devices={devices}", "trainer.max_epochs=1",
         f"trainer.limit_train_batches={warmup + steps}",
-        "+callbacks.step_timer._target_=benchmarks.throughput.StepTimer", f"+callbacks.step_timer.path={times_file}",
+        "+callbacks.step_timer._target_=benchmarks.throughput.StepTimer", f"+callbacks.step_timer.path={run_dir / 'step_times.json'}",
         f"hydra.run.dir={run_dir}", *NO_END_OF_RUN_EVAL, *extra,
     ]
+
+
+def ddp_run(data_root: str, devices: int, global_batch: int, steps: int, warmup: int, workdir: Path, timeout: float, threads: int | None, extra: list[str] = ()) -> float:
+    run_dir = workdir / f"ddp{devices}_{uuid.uuid4().hex[:8]}"
+    times_file = run_dir / "step_times.json"
+    cmd = [sys.executable, str(PROJECT / "train.py"), *ddp_overrides(data_root, devices, global_batch, steps, warmup, run_dir, extra)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT), os.environ.get("PYTHONPATH", "")]), "PYTHONWARNINGS": "ignore"}
     if threads:  # the same threads in all as in one process; else Lightning gives each of n processes nproc/n
         env["OMP_NUM_THREADS"] = str(max(1, threads // devices))

@@ -8,8 +8,9 @@ import logging
 import warnings
 
 import torch
+from hydra.utils import instantiate
 
-from tests.conftest import PROJECT
+from tests.conftest import PROJECT, compose_config
 
 QUIETED = ("lightning", "lightning.pytorch", "lightning.fabric", "gan_lightning")  # the loggers the script turns down
 
@@ -34,10 +35,20 @@ def run_throughput(*args: str) -> None:
 
 
 def test_throughput_benchmark_runs_and_prints_the_tables(mnist_root, capsys):
-    run_throughput("--data-root", str(mnist_root))  # the DDP comparison starts train.py processes of its own
+    # --no-ddp: the DDP comparison starts train.py three times (seconds of imports each); its runs are
+    # checked below, and its step timer in a 2-process run in tests/test_train.py
+    run_throughput("--data-root", str(mnist_root), "--no-ddp")
     out = capsys.readouterr().out
     assert "| batch | loss | (0) tuned loop | (1) plain loop | (2) project | (4) common example | (2)/(0) median (min-max) | (2)/(1) | (2)/(4) |" in out
     assert "| 16 | non_saturating |" in out
     assert "(3a) torchvision per-sample" in out and "\n| 16 | " in out
-    assert "1 process vs 2 DDP processes" in out
     assert "nan" not in out
+
+
+def test_the_ddp_comparison_runs_train_py_with_its_step_timer(tmp_path):
+    throughput = load_throughput()
+    cfg = compose_config(*throughput.ddp_overrides("data", 2, 64, 10, 2, tmp_path / "run"))
+    assert (cfg.trainer.devices, cfg.data.batch_size, cfg.trainer.limit_train_batches) == (2, 32, 12)  # the global batch split
+    assert cfg.callbacks.evaluate_generator is None  # steps alone are timed
+    timer = instantiate(cfg.callbacks.step_timer)
+    assert type(timer).__name__ == "StepTimer" and timer.path == str(tmp_path / "run" / "step_times.json")

@@ -139,11 +139,16 @@ def test_runs_started_together_never_share_a_folder(mnist_root, tmp_path):
 
 def test_minimax_on_two_cpu_processes_with_ddp(mnist_root, tmp_path):
     run, probe = tmp_path / "run", tmp_path / "probe"
+    # + the step timer of the throughput benchmark's DDP comparison (benchmarks/throughput.py ddp_run),
+    # which times such runs: checked here rather than in two more runs of its own
     result = check(run_train(
         "loss=minimax", "trainer.devices=2", f"data.root={mnist_root}", f"hydra.run.dir={run}", *FAST,
         "+callbacks.probe._target_=tests.probes.RecordBatches", f"+callbacks.probe.path={probe}", "trainer.log_every_n_steps=3",
-        "eval.batch_size=64", env={"PYTHONWARNINGS": "default"},
+        "eval.batch_size=64", "+callbacks.step_timer._target_=benchmarks.throughput.StepTimer",
+        f"+callbacks.step_timer.path={tmp_path / 'step_times.json'}", env={"PYTHONWARNINGS": "default"},
     ))
+    timed = json.loads((tmp_path / "step_times.json").read_text())  # rank 0's
+    assert timed["world_size"] == 2 and len(timed["times"]) == BATCHES // 2 and sorted(timed["times"]) == timed["times"]
     assert "self.log('eval/" not in result.stdout + result.stderr  # no Lightning warning per metric and evaluation
     # the two processes split the evaluation; eval.py on one process finds the same numbers for the same weights
     printed = evaluate(command_config("evaluate", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", f"data.root={mnist_root}",
