@@ -22,8 +22,10 @@ $(VENV)/.installed: pyproject.toml
 train: install  ## make train ARGS="loss=minimax trainer.max_epochs=10"
 	$(PY) train.py $(ARGS)
 
-# -n auto: one pytest-xdist worker per core; loadgroup keeps each xdist_group's tests (and their
-# module fixtures) in one worker. `python -m pytest -q` runs the same tests in one process.
+# -n auto: one pytest-xdist worker per core. loadgroup hands out the tests one at a time (plain
+# `--dist load` pre-assigns long runs of them and left one worker idle for a minute) and keeps each
+# xdist_group in one worker, except under pytest 9.2, where it cannot (pytest-xdist#1386): no test
+# depends on it. `python -m pytest -q` runs the same tests in one process.
 test: install
 	$(PY) -m pytest -q -n auto --dist loadgroup
 

@@ -13,7 +13,7 @@ from tests.conftest import FAST, PROJECT, check, command_config, train_here
 from gan_lightning import evaluate, sample
 
 TAGS = ["eval/fid_mnist", "eval/classes_covered", "eval/kl_uniform", "eval/classifier_score"]
-pytestmark = pytest.mark.xdist_group("trained_run")  # one worker under xdist: the module's run is trained once
+pytestmark = pytest.mark.xdist_group("trained_run")  # one worker under xdist, so the run is trained once (not under pytest 9.2: pytest-xdist#1386)
 EVAL = ["eval.num_samples=200", "eval.every_n_epochs=1", "eval.batch_size=64"]
 
 
