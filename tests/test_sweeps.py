@@ -110,7 +110,8 @@ def test_a_bad_value_in_any_job_refuses_the_sweep_before_the_first_job(mnist_roo
 
 def test_a_killed_sweep_run_again_skips_the_finished_job_and_continues_the_cut_one_from_its_checkpoint(mnist_root, tmp_path):
     sweep = tmp_path / "sweep"
-    args = [f"data.root={mnist_root}", *FAST, "eval=none", "trainer.max_epochs=2", "seed=1,2", f"hydra.sweep.dir={sweep}"]
+    # 3 epochs: job 1 is killed after its first, with two left (time enough to notice the checkpoint)
+    args = [f"data.root={mnist_root}", *FAST, "eval=none", "trainer.max_epochs=3", "seed=1,2", f"hydra.sweep.dir={sweep}"]
     cmd = [sys.executable, str(TRAIN_PY), "-m", *args]
     log = tmp_path / "sweep.out"
     with open(log, "w") as out:
@@ -135,7 +136,7 @@ def test_a_killed_sweep_run_again_skips_the_finished_job_and_continues_the_cut_o
     assert status[1]["resumed_from"].endswith(".ckpt") and before[1]["resumed_from"] is None
     for job in (0, 1):
         ckpt = torch.load(next(sweep.glob(f"{job}_*/checkpoints/last.ckpt")), map_location="cpu", weights_only=False)
-        assert ckpt["global_step"] == 2 * BATCHES and ckpt["epoch"] == 1
+        assert ckpt["global_step"] == 3 * BATCHES and ckpt["epoch"] == 2
 
 
 @pytest.mark.parametrize("before, overrides, runs_again", [
