@@ -66,7 +66,7 @@ class NonFiniteAlarm(L.Callback):
             if found_inf is None:  # not unscaled yet (fused optimizer)
                 found_inf = non_finite(grads, torch.zeros(1, device=loss_value.device))
             stop = (~torch.isfinite(loss_value)).float() + found_inf * (loss_scale(scaler).to(found_inf.device) <= self.min_scale).float()
-        if not stop.item():  # the one sync per step
+        if not stop.item():  # the one sync per step (NaN reads as true: see non_finite)
             return
         grad_norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
         if not torch.isfinite(loss_value):
@@ -82,11 +82,13 @@ class NonFiniteAlarm(L.Callback):
 
 
 def non_finite(grads: list[torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
-    """1. if the loss or a gradient is inf/NaN, else 0., on the device (no sync). One fused pass
-    over the gradients: the kernel AMP's GradScaler uses to look for inf/NaN (with a scale of 1 it
-    leaves them unchanged). It costs the reference GAN ~2% of its steps where a gradient norm cost
-    ~5%; measured in BENCHMARKS.md."""
-    found = (~torch.isfinite(loss)).float()
+    """Non-zero (1. or NaN) if the loss or a gradient is inf/NaN, else 0., on the device (no sync).
+    The loss times 0 is 0 when the loss is finite and NaN when it is not (IEEE 754): one small op,
+    where isfinite, not and float were three (a third of the check's time in a training step).
+    Then one fused pass over the gradients: the kernel AMP's GradScaler uses to look for inf/NaN
+    (with a scale of 1 it leaves them unchanged), cheaper than a gradient norm; measured in
+    BENCHMARKS.md."""
+    found = loss.float() * 0.0
     if grads:
         try:
             add_non_finite(grads, found)

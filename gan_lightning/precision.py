@@ -1,31 +1,57 @@
-"""Lightning's fp32 precision plugin without the backward hooks that nobody listens to."""
+"""Lightning's fp32 precision plugin, with the per-step hooks called only on those who define them."""
+
+from typing import Any, Callable
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.plugins import Precision
 from torch import Tensor
 
+from gan_lightning.compat import call_hook_on_listeners
 
-def heard(trainer: Trainer, hook: str) -> bool:
-    """Whether the LightningModule or a callback defines `hook` itself (not Lightning's no-op)."""
-    listeners = [(trainer.lightning_module, LightningModule)] + [(callback, Callback) for callback in trainer.callbacks]
-    # the function behind the bound method: a hook set on an instance counts too
-    return any(getattr(getattr(obj, hook), "__func__", None) is not getattr(base, hook) for obj, base in listeners)
+
+def listeners(trainer: Trainer, hook: str) -> list[Callback]:
+    """The callbacks that define `hook` themselves (not Lightning's no-op), in the trainer's order.
+    The function behind the bound method is compared, so a hook set on an instance counts too."""
+    base = getattr(Callback, hook)
+    return [callback for callback in trainer.callbacks if getattr(getattr(callback, hook), "__func__", None) is not base]
+
+
+def module_listens(module: LightningModule, hook: str) -> bool:
+    return getattr(getattr(module, hook), "__func__", None) is not getattr(LightningModule, hook)
+
+
+def call_listeners(trainer: Trainer, hook: str, *args: Any) -> None:
+    callbacks, module_hook = listeners(trainer, hook), module_listens(trainer.lightning_module, hook)
+    if callbacks or module_hook:
+        call_hook_on_listeners(trainer, hook, callbacks, module_hook, *args)
 
 
 class Float32Precision(Precision):
-    """trainer.precision=32-true, as Lightning's own plugin, except that each manual_backward calls
-    on_before_backward / on_after_backward only when the module or a callback defines them.
-    Lightning calls every callback's hook, no-ops included, at every backward: with the default
-    callbacks 2 x 8 callback calls and 2 module hooks per backward, two backwards per GAN step
-    (BENCHMARKS.md, "Against a tuned hand-written loop"). The strategy's own pre/post_backward (DDP's bookkeeping)
-    are outside this plugin and still run; mixed precision keeps Lightning's plugins."""
+    """trainer.precision=32-true, as Lightning's own plugin, except that on_before_backward,
+    on_after_backward and on_before_optimizer_step reach only the module and the callbacks that
+    define them. Lightning calls every callback's hook, no-ops included, each inside a profiler
+    context, at every backward and every optimizer step: with the default callbacks 9 calls a
+    round, 4 backward and 2 optimizer-step rounds per GAN step (BENCHMARKS.md, "Against a tuned
+    hand-written loop"). The strategy's own pre/post_backward (DDP's bookkeeping) are outside this
+    plugin and still run; mixed precision keeps Lightning's plugins."""
 
     def pre_backward(self, tensor: Tensor, module: LightningModule) -> Tensor:
-        if heard(module.trainer, "on_before_backward"):
-            return super().pre_backward(tensor, module)
+        call_listeners(module.trainer, "on_before_backward", tensor)
         return tensor
 
     def post_backward(self, tensor: Tensor, module: LightningModule) -> Tensor:
-        if heard(module.trainer, "on_after_backward"):
-            return super().post_backward(tensor, module)
+        call_listeners(module.trainer, "on_after_backward")
         return tensor.detach()  # as Lightning's: the caller gets the loss without its graph
+
+    def optimizer_step(self, optimizer, model: LightningModule, closure: Callable[[], Any], **kwargs: Any) -> Any:
+        if model.automatic_optimization:  # the Trainer's gradient clipping comes with Lightning's path
+            return super().optimizer_step(optimizer, model=model, closure=closure, **kwargs)
+
+        def closure_then_hook() -> Any:
+            # Lightning's order: the closure (backward, in automatic optimization; nothing in manual),
+            # then the hook, which sees the gradients. The optimizer may call it more than once (LBFGS).
+            result = closure()
+            call_listeners(model.trainer, "on_before_optimizer_step", optimizer)
+            return result
+
+        return optimizer.step(closure=closure_then_hook, **kwargs)

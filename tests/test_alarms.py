@@ -49,6 +49,11 @@ def test_a_non_finite_gradient_behind_a_finite_loss_is_caught_before_the_step():
         NonFiniteAlarm().on_before_optimizer_step(fake_trainer(), module, optimizer)
     weight.grad = torch.tensor([0.0, 2.0, 1.0e-30])
     NonFiniteAlarm().on_before_optimizer_step(fake_trainer(), module, optimizer)  # finite: passes
+    for value in ("inf", "-inf", "nan"):  # a non-finite loss behind finite gradients
+        module.last_loss = ("loss_g", torch.tensor(float(value)))
+        with pytest.raises(NonFiniteError, match=rf"loss_g is {value}\. Training stopped before this update"):
+            NonFiniteAlarm().on_before_optimizer_step(fake_trainer(), module, optimizer)
+    module.last_loss = ("loss_g", torch.tensor(0.7))
     assert torch.equal(weight.grad, torch.tensor([0.0, 2.0, 1.0e-30]))  # and the check left the gradient as it was
 
 

@@ -182,3 +182,11 @@ def test_a_resumed_epoch_skips_the_batches_lightnings_restored_counter_says_were
     monkeypatch.setattr(progress, "_BatchProgress", lambda: types.SimpleNamespace(current=types.SimpleNamespace(completed=0)))  # no `ready`
     with pytest.raises(compat.CompatError, match=r"batch progress has no current.ready.*supported: .*lightning>=2.4"):
         compat.check()
+
+
+def test_the_hook_calls_are_checked_for_the_attribute_that_lets_a_hook_log(monkeypatch):
+    from lightning.pytorch.trainer import call
+
+    monkeypatch.setattr(call, "_call_callback_hooks", lambda trainer, hook_name, *args: None)
+    with pytest.raises(compat.CompatError, match=r"_call_callback_hooks no longer sets the module's _current_fx_name"):
+        compat.check()

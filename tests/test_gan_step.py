@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from gan_lightning import losses
 from gan_lightning.module import GAN, bare, frozen
+from gan_lightning.precision import Float32Precision
 
 LR = 0.1
 IMAGES = torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(3)) * 2 - 1
@@ -187,7 +188,8 @@ def test_gradient_clipping_bounds_each_networks_update(precision):
     # clipping before that would give updates 2^16 times too small.
     clip_d, clip_g = 1e-3, 2e-3
     watch = WatchSteps()
-    plugins = [MixedPrecision("16-mixed", "cpu")] if precision == "16-mixed" else []
+    # 32-true: the fp32 plugin train.py gives the Trainer, which calls the module's hook itself
+    plugins = [MixedPrecision("16-mixed", "cpu")] if precision == "16-mixed" else [Float32Precision()]
     fit(gan(model=MLP_D, optim={**SGD, "d_steps": 2, "clip_grad_norm_d": clip_d, "clip_grad_norm_g": clip_g}), steps=2,
         callbacks=[watch], plugins=plugins)
     for step in watch.steps:

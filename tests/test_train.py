@@ -83,11 +83,12 @@ def test_a_run_writes_config_checkpoint_scalars_images_and_hparams(mnist_root, t
         assert key in session
 
 
-class BackwardListener(L.Callback):
-    """Counts the backward hooks it gets (fp32 training calls them only when someone defines them)."""
+class StepHookListener(L.Callback):
+    """Counts the per-step hooks it gets (fp32 training calls them only on those who define them)
+    and logs from one, as a user's callback may."""
 
     def __init__(self):
-        self.calls = {"on_before_backward": 0, "on_after_backward": 0}
+        self.calls = {"on_before_backward": 0, "on_after_backward": 0, "on_before_optimizer_step": 0}
 
     def on_before_backward(self, trainer, pl_module, loss):
         self.calls["on_before_backward"] += 1
@@ -95,11 +96,20 @@ class BackwardListener(L.Callback):
     def on_after_backward(self, trainer, pl_module):
         self.calls["on_after_backward"] += 1
 
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.calls["on_before_optimizer_step"] += 1
+        pl_module.log("listener/optimizer_steps", float(self.calls["on_before_optimizer_step"]), on_step=True)
+
+    def on_train_end(self, trainer, pl_module):
+        self.logged = trainer.callback_metrics["listener/optimizer_steps"].item()
+
 
 def test_steps_count_batches_for_max_steps_and_checkpoints(train_in_process, tmp_path):
-    listener = BackwardListener()
+    listener = StepHookListener()
     train_in_process("trainer.max_epochs=5", "trainer.max_steps=11", "optim.d_steps=2", extra_callbacks=[listener])
-    assert listener.calls == {"on_before_backward": 33, "on_after_backward": 33}  # a callback's own backward hooks run at every backward
+    # a callback's own per-step hooks run at every backward and every optimizer step, and can log
+    assert listener.calls == {"on_before_backward": 33, "on_after_backward": 33, "on_before_optimizer_step": 33}
+    assert listener.logged == 33
     run = tmp_path / "run"
     ckpt = checkpoint(run / "checkpoints" / "last.ckpt")
     assert ckpt["global_step"] == 11  # 11 batches, although 33 optimizer steps were taken
