@@ -225,8 +225,8 @@ def add_non_finite(grads: list[torch.Tensor], found: torch.Tensor) -> None:
 
 @functools.cache
 def one(device: torch.device) -> torch.Tensor:
-    """A 1. kept per device: the kernel above reads it at every optimizer step, and a new tensor
-    each time was a tenth of the check's time."""
+    """A 1. kept per device: the kernel above reads it at every optimizer step, and making a new
+    one each time took ~8 us of the check's ~150 in a training step."""
     return torch.ones(1, device=device)
 
 

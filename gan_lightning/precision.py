@@ -48,8 +48,8 @@ class Float32Precision(Precision):
             return super().optimizer_step(optimizer, model=model, closure=closure, **kwargs)
 
         def closure_then_hook() -> Any:
-            # Lightning's order: the closure (backward, in automatic optimization; nothing in manual),
-            # then the hook, which sees the gradients. The optimizer may call it more than once (LBFGS).
+            # Lightning's order: the closure (which does nothing under manual optimization), then
+            # the hook, which sees the gradients.
             result = closure()
             call_listeners(model.trainer, "on_before_optimizer_step", optimizer)
             return result
