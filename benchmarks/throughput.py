@@ -379,6 +379,13 @@ def ratio_range(a: list[float], b: list[float]) -> str:
     return f"{median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})" if ratios else "nan"
 
 
+def quiet_logging() -> None:
+    """No warnings and no log lines below errors from Lightning and the project in this process."""
+    warnings.filterwarnings("ignore")
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "gan_lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -395,11 +402,7 @@ def main(argv=None) -> None:
     if args.clock == "cpu":
         global clock
         clock = time.process_time
-    warnings.filterwarnings("ignore")
-    logging.getLogger("lightning").setLevel(logging.ERROR)
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    logging.getLogger("lightning.fabric").setLevel(logging.ERROR)
-    logging.getLogger("gan_lightning").setLevel(logging.ERROR)
+    quiet_logging()
 
     print(f"# torch {torch.__version__}, lightning {L.__version__}, torch threads {torch.get_num_threads()}, "
           f"nproc {os.cpu_count()}, device {args.device}" + (f" ({torch.cuda.get_device_name()})" if args.device == "cuda" else "")

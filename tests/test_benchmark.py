@@ -52,3 +52,31 @@ def test_the_ddp_comparison_runs_train_py_with_its_step_timer(tmp_path):
     assert cfg.callbacks.evaluate_generator is None  # steps alone are timed
     timer = instantiate(cfg.callbacks.step_timer)
     assert type(timer).__name__ == "StepTimer" and timer.path == str(tmp_path / "run" / "step_times.json")
+
+
+def test_the_step_costs_benchmark_prints_its_table_and_undoes_its_timers(mnist_root, capsys):
+    from lightning.pytorch.core.optimizer import LightningOptimizer
+    from lightning.pytorch.trainer import call
+
+    from gan_lightning.module import GAN
+
+    spec = importlib.util.spec_from_file_location("step_costs", PROJECT / "benchmarks" / "step_costs.py")
+    step_costs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(step_costs)
+    wrapped = [(GAN, "training_step"), (GAN, "manual_backward"), (LightningOptimizer, "step"), (torch.optim.Adam, "step"),
+               (torch.Tensor, "backward"), (call, "_call_callback_hooks")]
+    before = [getattr(owner, name) for owner, name in wrapped]
+    threads, levels = torch.get_num_threads(), {name: logging.getLogger(name).level for name in QUIETED}
+    try:
+        with warnings.catch_warnings():
+            step_costs.main(["--tiny", "--threads", "1", "--data-root", str(mnist_root), "--steps-per-batch", "2"])
+    finally:
+        torch.set_num_threads(threads)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+    out = capsys.readouterr().out
+    assert "## Microseconds per GAN step, batch 16, 2 GAN steps per loader batch" in out
+    for row in ("| project, step |", "NaN alarm |", "optimizer layers |", "Lightning's loop between training steps |", "callbacks' batch hooks |"):
+        assert row in out
+    assert "nan" not in out and "project / tuned (images/s): " in out
+    assert [getattr(owner, name) for owner, name in wrapped] == before  # the timers are gone: later runs in this process are plain

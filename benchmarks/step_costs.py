@@ -1,0 +1,244 @@
+"""Where a training step of the project spends its time beyond the tuned loop's, by layer, timed inside real runs.
+
+    python benchmarks/step_costs.py --data-root ../shared/data                     # batch 64
+    python benchmarks/step_costs.py --data-root ../shared/data --batch-size 256
+    python benchmarks/step_costs.py --data-root ../shared/data --steps-per-batch 8 # an experiment, below
+
+Runs the tuned hand-written loop of benchmarks/throughput.py and the project (`train(cfg)` on the
+composed conf/, eval=none, as throughput.py's project contender) interleaved, --repeats times, and
+prints microseconds per GAN step (medians over the timed steps, then over the repeats):
+
+  step                    wall time per step (the tuned loop's, and the project's)
+  between batches         the project's step minus its GAN.training_step: Lightning's loop around a
+                          batch (data fetch and gather, batch hooks, the callbacks' batch hooks,
+                          logger connector, progress bar)
+  optimizer layers        LightningOptimizer.step minus the optimizer's own step: the strategy and
+                          precision plugin layers, the progress counters and the dispatch of
+                          on_before_optimizer_step (the NaN alarm itself not included). torch's
+                          step wrapper (profiler record, step hooks), which the tuned loop pays too,
+                          is in it as well
+  backward layers         manual_backward minus Tensor.backward: the strategy and precision
+                          plugin layers and the backward hooks' dispatch
+  NaN alarm               NonFiniteAlarm.on_before_optimizer_step (its check of the loss and the
+                          gradients before every update)
+  logging                 GAN.log_training, averaged over all steps (it runs every log_every_n_steps)
+
+The timers cost about a microsecond each. --steps-per-batch K is an experiment, not a feature of
+the project: the loader serves K minibatches per batch and training_step runs K GAN steps on them,
+so that Lightning's loop around a batch is paid once per K steps (global_step then counts K per
+batch; logging, checkpoint and schedule cadences are not kept right). It shows what that design
+would save.
+"""
+
+import argparse
+import contextlib
+import functools
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parent.parent
+if str(PROJECT) not in sys.path:
+    sys.path.insert(0, str(PROJECT))
+
+import torch  # noqa: E402
+from lightning.pytorch.core.optimizer import LightningOptimizer  # noqa: E402
+from lightning.pytorch.loops.fetchers import _PrefetchDataFetcher  # noqa: E402
+from lightning.pytorch.strategies import Strategy  # noqa: E402
+from lightning.pytorch.trainer import call  # noqa: E402
+from lightning.pytorch.trainer.connectors.logger_connector.logger_connector import _LoggerConnector  # noqa: E402
+
+from benchmarks import throughput  # noqa: E402
+from gan_lightning import alarms  # noqa: E402
+from gan_lightning.data import InMemoryImages, load_mnist_images  # noqa: E402
+from gan_lightning.module import GAN  # noqa: E402
+
+# (row, indent): the parts of the project's step; the indented rows are parts of the row above them
+ROWS = [("training_step", 1), ("optimizer layers", 2), ("backward layers", 2), ("NaN alarm", 2), ("logging", 2),
+        ("between batches", 1), ("data fetch", 2), ("gather", 3), ("batch transfer", 2), ("callbacks' batch hooks", 2),
+        ("logger connector", 2), ("rest of the loop", 2)]
+
+
+class Timers:
+    """Wraps functions so that each call's duration is recorded under a name; undone on exit."""
+
+    def __init__(self):
+        self.calls: dict[str, list[float]] = {}
+        self.stack = contextlib.ExitStack()
+
+    def timed(self, function, name: str):
+        durations = self.calls.setdefault(name, [])
+
+        @functools.wraps(function)  # the project's start-up check reads some of these functions' source
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                durations.append(time.perf_counter() - start)
+
+        return timed
+
+    def wrap(self, owner, attribute: str, name: str) -> None:
+        self.stack.enter_context(_patched(owner, attribute, self.timed(getattr(owner, attribute), name)))
+
+    def __enter__(self) -> "Timers":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stack.close()
+
+
+@contextlib.contextmanager
+def _patched(owner, attribute: str, value):
+    original = owner.__dict__.get(attribute)  # None: inherited, found on a base class
+    setattr(owner, attribute, value)
+    try:
+        yield
+    finally:
+        if original is None:
+            delattr(owner, attribute)
+        else:
+            setattr(owner, attribute, original)
+
+
+def closure_first(step):
+    """torch's Adam.step, with the closure (Lightning's hook dispatch) called before it rather than
+    inside it: the same work in the same order, so that a timer on this function is the
+    optimizer's own step alone."""
+
+    def step_after_closure(self, closure=None):
+        if closure is not None:
+            closure()
+        return step(self)
+
+    step_after_closure.hooked = True  # torch's profiling wrapper is in `step` already: not a second one around this
+    return step_after_closure
+
+
+@contextlib.contextmanager
+def k_steps_per_batch(k: int, batch_size: int):
+    """The experiment: training_step runs k GAN steps, one per minibatch of batch_size."""
+    if k == 1:
+        yield
+        return
+    one_step = GAN.training_step
+
+    def training_step(self, real):
+        for minibatch in real.split(batch_size):
+            one_step(self, minibatch)
+
+    with _patched(GAN, "training_step", training_step):
+        yield
+
+
+def median_after(values: list[float], skip: int) -> float:
+    return statistics.median(values[skip:] or values)
+
+
+def project_costs(data_root: str, batch_size: int, steps: int, warmup: int, workdir: Path, k: int) -> dict[str, float]:
+    """One project run with timers: microseconds per GAN step for each row, and the step."""
+    with k_steps_per_batch(k, batch_size), Timers() as timers:  # timers undone first: they wrap the k-step training_step
+        timers.wrap(GAN, "training_step", "training_step")
+        timers.wrap(LightningOptimizer, "step", "optimizer")
+        own_step = timers.timed(torch.optim.Adam.step, "optimizer's own")
+        timers.stack.enter_context(_patched(torch.optim.Adam, "step", closure_first(own_step)))
+        timers.wrap(GAN, "manual_backward", "manual_backward")
+        timers.wrap(torch.Tensor, "backward", "backward")
+        timers.wrap(alarms.NonFiniteAlarm, "on_before_optimizer_step", "alarm")
+        timers.wrap(GAN, "log_training", "log_training")
+        timers.wrap(_PrefetchDataFetcher, "__next__", "fetch")
+        timers.wrap(InMemoryImages, "__getitems__", "gather")
+        timers.wrap(Strategy, "batch_to_device", "transfer")
+        for hook in ("on_batch_start", "on_batch_end", "update_train_step_metrics"):
+            timers.wrap(_LoggerConnector, hook, f"logger connector {hook}")
+        timers.stack.enter_context(_patched(call, "_call_callback_hooks", batch_hooks_timed(timers, call._call_callback_hooks)))
+        rate = throughput.project_run(data_root, batch_size * k, "non_saturating", steps // k, max(warmup // k, 2), workdir)
+    calls, us = timers.calls, 1e6
+    per_batch = lambda name: median_after(calls[name], warmup // k) / k * us  # called once per loader batch
+    per_update = lambda name: 2 * median_after(calls[name], 2 * warmup) * us  # twice per GAN step (d_steps=1)
+    # The step is a mean over the timed steps, so is the training_step subtracted from it. The timed
+    # steps end at the last batch's fetch: its training_step (which logs, at an epoch's end) is not in them.
+    step = batch_size / rate * us
+    training_step = statistics.mean(calls["training_step"][warmup // k:-1]) / k * us
+    costs = {
+        "step": step,
+        "training_step": training_step,
+        "optimizer layers": per_update("optimizer") - per_update("optimizer's own") - per_update("alarm"),
+        "backward layers": per_update("manual_backward") - per_update("backward"),
+        "NaN alarm": per_update("alarm"),
+        "logging": us * sum(calls["log_training"][1:]) / max(len(calls["training_step"]) * k, 1),  # the first call: a one-off
+        "between batches": step - training_step,
+        "data fetch": per_batch("fetch"),
+        "gather": per_batch("gather"),
+        "batch transfer": per_batch("transfer"),
+        "callbacks' batch hooks": sum(per_batch(name) for name in BATCH_HOOKS),
+        "logger connector": sum(per_batch(f"logger connector {hook}") for hook in ("on_batch_start", "on_batch_end", "update_train_step_metrics")),
+    }
+    costs["rest of the loop"] = costs["between batches"] - sum(costs[name] for name in ("data fetch", "batch transfer", "callbacks' batch hooks", "logger connector"))
+    return costs
+
+
+BATCH_HOOKS = ("on_train_batch_start", "on_train_batch_end")
+LABELS = {"training_step": "GAN.training_step", "between batches": "Lightning's loop between training steps",
+          "gather": "the gather of the batch's images (the tuned loop has one too)",
+          "rest of the loop": "the rest: progress counters, the module's batch hooks, the training_step call's layers, ..."}
+
+
+def batch_hooks_timed(timers: Timers, dispatch):
+    """Lightning's callback dispatch, timed for the per-batch hooks."""
+    timed = {hook: timers.timed(dispatch, hook) for hook in BATCH_HOOKS}
+
+    @functools.wraps(dispatch)
+    def call_callback_hooks(trainer, hook_name, *args, **kwargs):
+        return timed.get(hook_name, dispatch)(trainer, hook_name, *args, **kwargs)
+
+    return call_callback_hooks
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-root", default=throughput.default_data_root(), help="folder holding MNIST/raw/")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--steps", type=int, default=400, help="timed GAN steps per run")
+    p.add_argument("--warmup", type=int, default=40)
+    p.add_argument("--steps-per-batch", type=int, default=1, metavar="K", help="the experiment above (1: the project as it is)")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--tiny", action="store_true", help="seconds: a smoke run (tests use it)")
+    args = p.parse_args(argv)
+    if args.tiny:
+        args.batch_size, args.repeats, args.steps, args.warmup = 16, 1, 8, 4
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    throughput.quiet_logging()
+    images = load_mnist_images(args.data_root, train=True)
+    workdir = Path(tempfile.mkdtemp(prefix="gan_step_costs_"))
+    # the process's one-off first self.log (see throughput.main), outside the measurements
+    throughput.project_run(args.data_root, args.batch_size, "non_saturating", min(throughput.LOG_EVERY, args.steps), 1, workdir)
+    tuned, project = [], []
+    for repeat in range(args.repeats):
+        tuned.append(args.batch_size / throughput.plain_loop(images, args.batch_size, "non_saturating", args.steps, args.warmup, tuned=True) * 1e6)
+        project.append(project_costs(args.data_root, args.batch_size, args.steps, args.warmup, workdir, args.steps_per_batch))
+        print(f"# repeat {repeat + 1}/{args.repeats}: tuned {tuned[-1]:.0f} us, project {project[-1]['step']:.0f} us per step", flush=True)
+
+    median = lambda key: statistics.median(costs[key] for costs in project)
+    print(f"\n## Microseconds per GAN step, batch {args.batch_size}" + (f", {args.steps_per_batch} GAN steps per loader batch" if args.steps_per_batch > 1 else ""))
+    print(f"# torch {torch.__version__}, torch threads {torch.get_num_threads()}, {args.repeats} repeats x {args.steps} steps after {args.warmup}\n")
+    print("| | us per step | share of the project's step |")
+    print("|---|---:|---:|")
+    step = median("step")
+    print(f"| tuned loop, step | {statistics.median(tuned):,.0f} | |")
+    print(f"| project, step | {step:,.0f} | 100 % |")
+    print(f"| project - tuned | {step - statistics.median(tuned):,.0f} | {100 * (step - statistics.median(tuned)) / step:.0f} % |")
+    for row, indent in ROWS:
+        label = "&nbsp;" * 4 * (indent - 1) + LABELS.get(row, row)
+        print(f"| {label} | {median(row):,.0f} | {100 * median(row) / step:.1f} % |")
+    ratios = [t / c["step"] for t, c in zip(tuned, project)]
+    print(f"\nproject / tuned (images/s): {statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f})")
+
+
+if __name__ == "__main__":
+    main()
