@@ -321,6 +321,28 @@ def _check_hook_calls() -> None:
             raise CompatError(f"Lightning's {name} no longer sets the module's _current_fx_name")
 
 
+# --- Lightning: values logged in training_step, read again at every batch ---------------------------
+# Lightning's logger connector reads every value logged in training_step at the end of every batch,
+# until the epoch ends (_LoggerConnector.on_batch_end: the trainer's private _results, a
+# _ResultCollection, and its metrics(on_step=True) over valid_items()), although a value logged
+# on_step only changes when it is logged again. The module logs its 9 scalars every
+# log_every_n_steps steps, and reading them back cost ~0.1 ms at every batch of the reference GAN,
+# 1.5 % of its step at batch 64 (BENCHMARKS.md). Resetting them once written, as Lightning does at
+# an epoch's end, takes them out of valid_items(); trainer.callback_metrics, logged_metrics and
+# progress_bar_metrics keep their last values (Lightning updates these dicts and clears them only
+# when a run starts). No upstream issue asks for on_step values to be read only when logged.
+def forget_logged_step_values(trainer) -> None:
+    """Lightning stops reading the values training_step has logged until they are logged again."""
+    trainer._results.reset(metrics=False, fx="training_step")
+
+
+def _check_result_reset() -> None:
+    from lightning.pytorch.trainer.connectors.logger_connector.result import _ResultCollection
+
+    if "has_reset" not in inspect.getsource(_ResultCollection.valid_items) or "fx" not in inspect.signature(_ResultCollection.reset).parameters:
+        raise CompatError("Lightning's result collection no longer skips the values reset since they were logged")
+
+
 # --- Hydra and submitit: the sweep launchers ------------------------------------------------------
 # hydra_plugins/gan_lightning_sweeps/launchers.py builds on three private pieces:
 # - Hydra's BasicLauncher (hydra._internal.core_plugins.basic_launcher, imported at the top): the
@@ -361,7 +383,7 @@ def _check_sweep_launchers() -> None:
 
 
 CHECKS = [_check_step_hooks, _check_partial, _check_nvml, _check_ddp_command, _check_file_writer, _check_amp, _check_grouping,
-          _check_batch_progress, _check_hook_calls]
+          _check_batch_progress, _check_hook_calls, _check_result_reset]
 SWEEP_CHECKS = [_check_sweep_launchers]  # run by the launchers before a sweep's first job
 
 

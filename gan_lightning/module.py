@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from gan_lightning.compat import bare, count_generator_steps_only, group_by_device_and_dtype
+from gan_lightning.compat import bare, count_generator_steps_only, forget_logged_step_values, group_by_device_and_dtype
 from gan_lightning.loggers import last_batch_step
 from gan_lightning.regularizers import apply_spectral_norm, gradient_penalty, instance_noise_std, r1_penalty
 
@@ -136,6 +136,7 @@ class GAN(L.LightningModule):
             self.generator_ema = EMA(self.generator, ema["decay"])
             self.generator_ema.requires_grad_(False)
         self.last_loss: tuple[str, torch.Tensor] | None = None  # the loss behind the update being applied, for alarms
+        self.logged_last_batch = False  # whether the last batch logged the training scalars (log_training)
         self.resumed_rng_states: dict | None = None  # from a checkpoint, until training starts
         noise = torch.randn(num_sample_images, self.latent_dim, generator=torch.Generator().manual_seed(SAMPLE_NOISE_SEED))
         self.register_buffer("sample_noise", noise)
@@ -152,6 +153,13 @@ class GAN(L.LightningModule):
         if self.resumed_rng_states is not None:
             set_rng_states(self.resumed_rng_states, self.device)
             self.resumed_rng_states = None
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        # The last batch's scalars have been written (loggers, callback_metrics, progress bar): so
+        # that Lightning does not read them again at every batch until they are logged again.
+        if self.logged_last_batch:
+            forget_logged_step_values(self.trainer)
+            self.logged_last_batch = False
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.generator(z)
@@ -342,6 +350,7 @@ class GAN(L.LightningModule):
         batch_size = d["real_logits"].shape[0]  # one D minibatch
         self.log_dict(metrics, on_step=True, on_epoch=False, sync_dist=True, batch_size=batch_size)
         self.log_dict({"loss_d": metrics["train/loss_d"], "loss_g": metrics["train/loss_g"]}, prog_bar=True, logger=False, sync_dist=True, batch_size=batch_size)
+        self.logged_last_batch = True
         every = self.trainer.log_every_n_steps  # 0: no step scalars at all
         if every and self.global_step % every:  # a step Lightning does not write (see write_to_loggers)
             self.write_to_loggers(metrics)

@@ -190,3 +190,11 @@ def test_the_hook_calls_are_checked_for_the_attribute_that_lets_a_hook_log(monke
     monkeypatch.setattr(call, "_call_callback_hooks", lambda trainer, hook_name, *args: None)
     with pytest.raises(compat.CompatError, match=r"_call_callback_hooks no longer sets the module's _current_fx_name"):
         compat.check()
+
+
+def test_resetting_logged_values_is_checked_for_lightnings_skip_of_reset_values(monkeypatch):
+    from lightning.pytorch.trainer.connectors.logger_connector.result import _ResultCollection
+
+    monkeypatch.setattr(_ResultCollection, "valid_items", lambda self: iter(self.items()))
+    with pytest.raises(compat.CompatError, match=r"no longer skips the values reset since they were logged"):
+        compat.check()

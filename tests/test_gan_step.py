@@ -233,3 +233,29 @@ def test_bare_unwraps_hydras_partial_into_a_plain_one_with_the_same_arguments():
     module = gan(regularization={"real_label": 0.9})
     assert type(module.generator_loss) is type(module.discriminator_loss) is functools.partial
     assert module.discriminator_loss.keywords == {"real_label": 0.9}
+
+
+class WatchLogged(L.Callback):
+    """After every batch: D's loss as trainer.callback_metrics and the progress bar hold it."""
+
+    def __init__(self):
+        self.seen: list[tuple] = []
+
+    def on_train_batch_end(self, trainer, pl_module, *args):
+        held = trainer.callback_metrics.get("train/loss_d"), trainer.progress_bar_metrics.get("loss_d")
+        self.seen.append(tuple(None if v is None else float(v) for v in held))
+
+
+def test_the_training_scalars_stay_for_callbacks_and_the_progress_bar_between_logging_steps():
+    # Lightning stops reading them back once written (compat.forget_logged_step_values); what it
+    # last wrote stays where callbacks (checkpoint monitors, alarms) and the progress bar read it.
+    watch = WatchLogged()
+    torch.manual_seed(1)
+    trainer = L.Trainer(max_steps=7, log_every_n_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[watch])
+    trainer.fit(gan(model=MLP_D, optim=ADAM), DataLoader(IMAGES[: 7 * 4], batch_size=4))
+    assert [bar == metric for metric, bar in watch.seen] == [True] * 7
+    losses = [metric for metric, _ in watch.seen]
+    # logged at steps 3 and 6 (every 3) and 7 (the run's last); held in between
+    assert losses[:2] == [None, None]
+    assert losses[2] == losses[3] == losses[4] and len({losses[2], losses[5], losses[6]}) == 3
