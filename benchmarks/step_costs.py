@@ -1,4 +1,4 @@
-"""Where a training step of the project spends its time beyond the tuned loop's, by layer, timed inside real runs.
+"""Where a training step of the project spends its time beyond the tuned loop's, by layer, timed inside real runs on the CPU.
 
     python benchmarks/step_costs.py --data-root ../shared/data                     # batch 64
     python benchmarks/step_costs.py --data-root ../shared/data --batch-size 256
