@@ -1,6 +1,6 @@
-"""benchmarks/throughput.py runs end to end in its --tiny setting and prints its tables (no timings checked).
+"""benchmarks/throughput.py and step_costs.py run end to end in their --tiny setting and print their tables (no timings checked).
 
-The script runs in this process (a subprocess would only add its imports); what it changes for its own
+The scripts run in this process (a subprocess would only add its imports); what they change for their own
 process (torch threads, warning filters, logger levels) is put back afterwards."""
 
 import importlib.util
@@ -15,23 +15,32 @@ from tests.conftest import PROJECT, compose_config
 QUIETED = ("lightning", "lightning.pytorch", "lightning.fabric", "gan_lightning")  # the loggers the script turns down
 
 
+def load_benchmark(name: str):
+    """benchmarks/<name>.py as a module."""
+    spec = importlib.util.spec_from_file_location(name, PROJECT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def load_throughput():
-    spec = importlib.util.spec_from_file_location("throughput", PROJECT / "benchmarks" / "throughput.py")
-    throughput = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(throughput)
-    return throughput
+    return load_benchmark("throughput")
 
 
-def run_throughput(*args: str) -> None:
-    """throughput.py's main(args) in this process."""
+def run_benchmark(name: str, *args: str) -> None:
+    """benchmarks/<name>.py's main(--tiny --threads 1 args) in this process."""
     threads, levels = torch.get_num_threads(), {name: logging.getLogger(name).level for name in QUIETED}
     try:
         with warnings.catch_warnings():
-            load_throughput().main(["--tiny", "--threads", "1", *args])
+            load_benchmark(name).main(["--tiny", "--threads", "1", *args])
     finally:
         torch.set_num_threads(threads)
-        for name, level in levels.items():
-            logging.getLogger(name).setLevel(level)
+        for logger, level in levels.items():
+            logging.getLogger(logger).setLevel(level)
+
+
+def run_throughput(*args: str) -> None:
+    run_benchmark("throughput", *args)
 
 
 def test_throughput_benchmark_runs_and_prints_the_tables(mnist_root, capsys):
@@ -60,21 +69,11 @@ def test_the_step_costs_benchmark_prints_its_table_and_undoes_its_timers(mnist_r
 
     from gan_lightning.module import GAN
 
-    spec = importlib.util.spec_from_file_location("step_costs", PROJECT / "benchmarks" / "step_costs.py")
-    step_costs = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(step_costs)
     wrapped = [(GAN, "training_step"), (GAN, "manual_backward"), (LightningOptimizer, "step"), (torch.optim.Adam, "step"),
                (torch.Tensor, "backward"), (call, "_call_callback_hooks")]
     torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])  # torch wraps Adam.step for its profiler at the first Adam, for good
     before = [getattr(owner, name) for owner, name in wrapped]
-    threads, levels = torch.get_num_threads(), {name: logging.getLogger(name).level for name in QUIETED}
-    try:
-        with warnings.catch_warnings():
-            step_costs.main(["--tiny", "--threads", "1", "--data-root", str(mnist_root), "--steps-per-batch", "2"])
-    finally:
-        torch.set_num_threads(threads)
-        for name, level in levels.items():
-            logging.getLogger(name).setLevel(level)
+    run_benchmark("step_costs", "--data-root", str(mnist_root), "--steps-per-batch", "2")
     out = capsys.readouterr().out
     assert "## Microseconds per GAN step, batch 16, 2 GAN steps per loader batch" in out
     for row in ("| project, step |", "NaN alarm |", "optimizer layers |", "Lightning's loop between training steps |", "callbacks' batch hooks |"):
