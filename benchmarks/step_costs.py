@@ -152,7 +152,7 @@ def project_costs(data_root: str, batch_size: int, steps: int, warmup: int, work
         timers.wrap(_PrefetchDataFetcher, "__next__", "fetch")
         timers.wrap(InMemoryImages, "__getitems__", "gather")
         timers.wrap(Strategy, "batch_to_device", "transfer")
-        for hook in ("on_batch_start", "on_batch_end", "update_train_step_metrics"):
+        for hook in LOGGER_CONNECTOR_HOOKS:
             timers.wrap(_LoggerConnector, hook, f"logger connector {hook}")
         timers.stack.enter_context(_patched(call, "_call_callback_hooks", batch_hooks_timed(timers, call._call_callback_hooks)))
         rate = throughput.project_run(data_root, batch_size * k, "non_saturating", steps // k, max(warmup // k, 2), workdir)
@@ -175,13 +175,15 @@ def project_costs(data_root: str, batch_size: int, steps: int, warmup: int, work
         "gather": per_batch("gather"),
         "batch transfer": per_batch("transfer"),
         "callbacks' batch hooks": sum(per_batch(name) for name in BATCH_HOOKS),
-        "logger connector": sum(per_batch(f"logger connector {hook}") for hook in ("on_batch_start", "on_batch_end", "update_train_step_metrics")),
+        "logger connector": sum(per_batch(f"logger connector {hook}") for hook in LOGGER_CONNECTOR_HOOKS),
     }
-    costs["rest of the loop"] = costs["between batches"] - sum(costs[name] for name in ("data fetch", "batch transfer", "callbacks' batch hooks", "logger connector"))
+    costs["rest of the loop"] = costs["between batches"] - sum(costs[name] for name in LOOP_PARTS)
     return costs
 
 
 BATCH_HOOKS = ("on_train_batch_start", "on_train_batch_end")
+LOGGER_CONNECTOR_HOOKS = ("on_batch_start", "on_batch_end", "update_train_step_metrics")
+LOOP_PARTS = ("data fetch", "batch transfer", "callbacks' batch hooks", "logger connector")  # timed parts of the loop between steps
 LABELS = {"training_step": "GAN.training_step", "between batches": "Lightning's loop between training steps",
           "gather": "the gather of the batch's images (the tuned loop has one too)",
           "rest of the loop": "the rest: progress counters, the module's batch hooks, the training_step call's layers, ..."}
@@ -216,8 +218,7 @@ def main(argv=None) -> None:
     throughput.quiet_logging()
     images = load_mnist_images(args.data_root, train=True)
     workdir = Path(tempfile.mkdtemp(prefix="gan_step_costs_"))
-    # the process's one-off first self.log (see throughput.main), outside the measurements
-    throughput.project_run(args.data_root, args.batch_size, "non_saturating", min(throughput.LOG_EVERY, args.steps), 1, workdir)
+    throughput.first_log_untimed(args.data_root, args.batch_size, "non_saturating", args.steps, workdir)
     tuned, project = [], []
     for repeat in range(args.repeats):
         tuned.append(args.batch_size / throughput.plain_loop(images, args.batch_size, "non_saturating", args.steps, args.warmup, tuned=True) * 1e6)

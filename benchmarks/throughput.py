@@ -213,6 +213,14 @@ def project_run(data_root: str, batch_size: int, loss: str, steps: int, warmup: 
     return images_per_second(stamps.times, warmup, batch_size)
 
 
+def first_log_untimed(data_root: str, batch_size: int, loss: str, steps: int, workdir: Path, extra: list[str] = ()) -> None:
+    """An untimed project run up to its first logging step. The first self.log of a process takes
+    ~0.3 s (Python fills its isinstance caches for the types Lightning's apply_to_collection meets),
+    once per process. The project first logs at step 50, after the warm-up: in the first timed run
+    it would cut that run's rate by a quarter."""
+    project_run(data_root, batch_size, loss, min(LOG_EVERY, steps), 1, workdir, extra)
+
+
 # ---------------------------------------------------------------------------------------------
 # (4) the usual Lightning GAN example's set-up, with the same networks and losses
 
@@ -419,11 +427,7 @@ def main(argv=None) -> None:
     results: dict[tuple, list[float]] = {}
     workdir = Path(tempfile.mkdtemp(prefix="gan_throughput_"))
     if "project" in args.contenders or variants:
-        # The first self.log of a process takes ~0.3 s (Python fills its isinstance caches for the
-        # types Lightning's apply_to_collection meets), once per process. The project first logs at
-        # step 50, after the warm-up: in the first timed run it would cut that run's rate by a
-        # quarter. An untimed run reaches it first.
-        project_run(args.data_root, args.batch_sizes[0], args.losses[0], min(LOG_EVERY, args.steps), 1, workdir, args.project_override)
+        first_log_untimed(args.data_root, args.batch_sizes[0], args.losses[0], args.steps, workdir, args.project_override)
     for repeat in range(args.repeats):
         for batch_size in args.batch_sizes:
             if "data" in args.contenders:
