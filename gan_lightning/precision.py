@@ -9,19 +9,19 @@ from torch import Tensor
 from gan_lightning.compat import call_hook_on_listeners
 
 
+def defines(obj, base: type, hook: str) -> bool:
+    """Whether obj defines `hook` itself, not base's no-op. The function behind the bound method is
+    compared, so a hook set on an instance counts too."""
+    return getattr(getattr(obj, hook), "__func__", None) is not getattr(base, hook)
+
+
 def listeners(trainer: Trainer, hook: str) -> list[Callback]:
-    """The callbacks that define `hook` themselves (not Lightning's no-op), in the trainer's order.
-    The function behind the bound method is compared, so a hook set on an instance counts too."""
-    base = getattr(Callback, hook)
-    return [callback for callback in trainer.callbacks if getattr(getattr(callback, hook), "__func__", None) is not base]
-
-
-def module_listens(module: LightningModule, hook: str) -> bool:
-    return getattr(getattr(module, hook), "__func__", None) is not getattr(LightningModule, hook)
+    """The callbacks that define `hook` themselves, in the trainer's order."""
+    return [callback for callback in trainer.callbacks if defines(callback, Callback, hook)]
 
 
 def call_listeners(trainer: Trainer, hook: str, *args: Any) -> None:
-    callbacks, module_hook = listeners(trainer, hook), module_listens(trainer.lightning_module, hook)
+    callbacks, module_hook = listeners(trainer, hook), defines(trainer.lightning_module, LightningModule, hook)
     if callbacks or module_hook:
         call_hook_on_listeners(trainer, hook, callbacks, module_hook, *args)
 
