@@ -288,6 +288,41 @@ def _check_batch_progress() -> None:
         raise CompatError("Lightning's batch progress has no current.ready")
 
 
+# --- Lightning: a run that max_steps stopped in the middle of an epoch ------------------------------
+# When max_steps ends a run within an epoch, Lightning's fit loop still ends that epoch
+# (FitLoop.on_advance_end counts it processed and calls on_train_epoch_end, where ModelCheckpoint
+# saves last.ckpt): the checkpoint's epoch_progress reads as saved at the epoch's end, while its
+# batch_progress stops mid-epoch. A run resumed from it with a larger max_steps starts the next
+# epoch (FitLoop.update_restart_stage: RESTARTED_ON_EPOCH_END), leaving the rest of the epoch
+# untrained, and its max_epochs comes one epoch early. Lightning issue #19617 (open) is the same
+# restart logic failing when max_steps falls on an epoch's last batch. No upstream issue covers
+# the middle of an epoch.
+def resume_where_training_stopped(checkpoint: dict) -> None:
+    """Make the fit loop's progress in a checkpoint read as Lightning's restart logic needs to go on
+    where the run stopped (see above): an epoch that max_steps cut short reads as still running
+    (processed one back), an epoch that ended reads as completed."""
+    loop = checkpoint.get("loops", {}).get("fit_loop", {})
+    batches, epochs = loop.get("epoch_loop.batch_progress"), loop.get("epoch_progress")
+    if not batches or not epochs or not all(epochs[k]["processed"] == epochs[k]["started"] == epochs[k]["completed"] + 1 for k in ("total", "current")):
+        return  # not saved in on_train_epoch_end
+    if batches["current"]["ready"] > 0 and not batches["is_last_batch"]:  # max_steps cut the epoch short
+        for k in ("total", "current"):
+            epochs[k]["processed"] -= 1
+        return
+    for k in ("total", "current"):  # the epoch ended: completed, and the next one has trained no batch yet
+        epochs[k]["completed"] += 1
+    batches["current"] = {key: 0 for key in batches["current"]}
+    batches["is_last_batch"] = False
+
+
+def _check_epoch_restart() -> None:
+    from lightning.pytorch.loops.fit_loop import _FitLoop
+
+    source = inspect.getsource(_FitLoop.update_restart_stage)
+    if "self._restart_stage = RestartStage.RESTARTED_MID_EPOCH" not in source or "self.epoch_progress.total.processed == self.epoch_progress.total.started - 1" not in source:
+        raise CompatError("Lightning's fit loop no longer tells a mid-epoch restart by epoch_progress.processed == started - 1")
+
+
 # --- Lightning: per-step hooks called only on those who define them -------------------------------
 # Lightning's trainer/call.py calls a hook on every callback (_call_callback_hooks), Lightning's
 # no-ops included, then on the module (_call_lightning_module_hook): each call inside a profiler
@@ -383,7 +418,7 @@ def _check_sweep_launchers() -> None:
 
 
 CHECKS = [_check_step_hooks, _check_partial, _check_nvml, _check_ddp_command, _check_file_writer, _check_amp, _check_grouping,
-          _check_batch_progress, _check_hook_calls, _check_result_reset]
+          _check_batch_progress, _check_hook_calls, _check_result_reset, _check_epoch_restart]
 SWEEP_CHECKS = [_check_sweep_launchers]  # run by the launchers before a sweep's first job
 
 

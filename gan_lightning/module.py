@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from gan_lightning.compat import bare, count_generator_steps_only, forget_logged_step_values, group_by_device_and_dtype
+from gan_lightning.compat import bare, count_generator_steps_only, forget_logged_step_values, group_by_device_and_dtype, resume_where_training_stopped
 from gan_lightning.loggers import last_batch_step
 from gan_lightning.regularizers import apply_spectral_norm, gradient_penalty, instance_noise_std, r1_penalty
 
@@ -189,8 +189,10 @@ class GAN(L.LightningModule):
         optimizers' param groups, rates included, after this hook; scale the saved rates (and a
         schedule's) to this run's config, so that training, config.yaml, the hparams tab and the
         next checkpoint all tell the same rate. A no-op when the rates did not change.
-        The random generators' states are kept for on_train_start (exact resume)."""
+        The random generators' states are kept for on_train_start (exact resume), and the loops'
+        progress is made to resume where the run stopped, also when max_steps stopped it."""
         self.resumed_rng_states = checkpoint.get("rng_states")
+        resume_where_training_stopped(checkpoint)  # else a resume with max_steps can skip epochs (compat.py)
         old = checkpoint.get("hyper_parameters", {}).get("optim", {})
         for index, key in enumerate(("lr_d", "lr_g")):  # configure_optimizers' order
             if not old.get(key) or old[key] == self.hparams.optim[key]:

@@ -40,8 +40,8 @@ def run(tmp_path: Path, name: str, overrides: list[str], callbacks=()) -> dict:
     return torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
 
 
-def assert_same_training_state(resumed: dict, uninterrupted: dict) -> None:
-    assert resumed["global_step"] == uninterrupted["global_step"] == 2 * BATCHES
+def assert_same_training_state(resumed: dict, uninterrupted: dict, steps: int = 2 * BATCHES) -> None:
+    assert resumed["global_step"] == uninterrupted["global_step"] == steps
     weights, expected = resumed["state_dict"], uninterrupted["state_dict"]
     assert weights.keys() == expected.keys()
     differ = [name for name in expected if not torch.equal(weights[name], expected[name])]
@@ -89,6 +89,32 @@ def test_resume_at_an_epoch_end_and_within_an_epoch_with_ema_lr_schedule_and_ins
     resumed_mid_epoch = run(tmp_path, "resumed_mid_epoch", [*overrides, f"ckpt_path={mid_epoch}"])
     assert_same_training_state(resumed_mid_epoch, uninterrupted)
     assert logged_lr_g(tmp_path / "resumed_mid_epoch") == logged_lr_g(tmp_path / "two_epochs", from_step=MID_EPOCH_STEP)
+
+
+# d_steps=2, batch 16: a training step reads 32 images (8 steps an epoch)
+STEPS = ["eval=none", "optim.d_steps=2", "data.batch_size=16", "trainer.max_epochs=3"]
+
+
+@pytest.fixture(scope="module")
+def ten_steps(mnist_root, tmp_path_factory) -> Path:
+    """An uninterrupted run of 10 steps (into its second epoch): what the runs below must end as."""
+    run_dir = tmp_path_factory.mktemp("ten_steps")
+    train_here(f"data.root={mnist_root}", *FAST, *STEPS, "trainer.max_steps=10", run_dir=run_dir)
+    return run_dir
+
+
+def last(run_dir: Path) -> dict:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+
+
+def test_a_run_that_max_steps_stopped_within_an_epoch_goes_on_from_there_with_a_larger_max_steps(mnist_root, tmp_path, ten_steps):
+    # Lightning ends the epoch at max_steps anyway: resumed as such, the rest of epoch 0 went untrained
+    common = [f"data.root={mnist_root}", *FAST, *STEPS]
+    train_here(*common, "trainer.max_steps=3", run_dir=tmp_path / "first")
+    train_here(*common, "trainer.max_steps=10", f"ckpt_path={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}", run_dir=tmp_path / "resumed")
+    resumed = last(tmp_path / "resumed")
+    assert resumed["epoch"] == 1
+    assert_same_training_state(resumed, last(ten_steps), steps=10)
 
 
 def test_another_d_steps_is_refused_only_for_a_checkpoint_from_the_middle_of_an_epoch():
