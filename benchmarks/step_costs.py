@@ -2,7 +2,7 @@
 
     python benchmarks/step_costs.py --data-root ../shared/data                     # batch 64
     python benchmarks/step_costs.py --data-root ../shared/data --batch-size 256
-    python benchmarks/step_costs.py --data-root ../shared/data --steps-per-batch 8 # an experiment, below
+    python benchmarks/step_costs.py --data-root ../shared/data --iterations-per-step 8
 
 Runs the tuned hand-written loop of benchmarks/throughput.py and the project (`train(cfg)` on the
 composed conf/, eval=none, as throughput.py's project contender) interleaved, --repeats times, and
@@ -23,11 +23,9 @@ prints microseconds per GAN step (medians over the timed steps, then over the re
                           gradients before every update)
   logging                 GAN.log_training, averaged over all steps (it runs every log_every_n_steps)
 
-The timers cost about a microsecond each. --steps-per-batch K is an experiment, not a feature of
-the project: the loader serves K minibatches per batch and training_step runs K GAN steps on them,
-so that Lightning's loop around a batch is paid once per K steps (global_step then counts K per
-batch; logging, checkpoint and schedule cadences are not kept right). It shows what that design
-would save.
+The timers cost about a microsecond each. --iterations-per-step K runs the project with
+optim.iterations_per_step=K: K GAN iterations (one D and one G update each) per training step, so
+that Lightning's loop around a batch is paid once per K iterations; the rows stay per iteration.
 """
 
 import argparse
@@ -118,29 +116,14 @@ def closure_first(step):
     return step_after_closure
 
 
-@contextlib.contextmanager
-def k_steps_per_batch(k: int, batch_size: int):
-    """The experiment: training_step runs k GAN steps, one per minibatch of batch_size."""
-    if k == 1:
-        yield
-        return
-    one_step = GAN.training_step
-
-    def training_step(self, real):
-        for minibatch in real.split(batch_size):
-            one_step(self, minibatch)
-
-    with _patched(GAN, "training_step", training_step):
-        yield
-
-
 def median_after(values: list[float], skip: int) -> float:
     return statistics.median(values[skip:] or values)
 
 
 def project_costs(data_root: str, batch_size: int, steps: int, warmup: int, workdir: Path, k: int) -> dict[str, float]:
-    """One project run with timers: microseconds per GAN step for each row, and the step."""
-    with k_steps_per_batch(k, batch_size), Timers() as timers:  # timers undone first: they wrap the k-step training_step
+    """One project run with timers: microseconds per GAN iteration for each row, and the iteration;
+    k GAN iterations per training step (optim.iterations_per_step)."""
+    with Timers() as timers:
         timers.wrap(GAN, "training_step", "training_step")
         timers.wrap(LightningOptimizer, "step", "optimizer")
         own_step = timers.timed(torch.optim.Adam.step, "optimizer's own")
@@ -155,7 +138,7 @@ def project_costs(data_root: str, batch_size: int, steps: int, warmup: int, work
         for hook in LOGGER_CONNECTOR_HOOKS:
             timers.wrap(_LoggerConnector, hook, f"logger connector {hook}")
         timers.stack.enter_context(_patched(call, "_call_callback_hooks", batch_hooks_timed(timers, call._call_callback_hooks)))
-        rate = throughput.project_run(data_root, batch_size * k, "non_saturating", steps // k, max(warmup // k, 2), workdir)
+        rate = throughput.project_run(data_root, batch_size, "non_saturating", steps, warmup, workdir, [f"optim.iterations_per_step={k}"])
     calls, us = timers.calls, 1e6
     per_batch = lambda name: median_after(calls[name], warmup // k) / k * us  # called once per loader batch
     per_update = lambda name: 2 * median_after(calls[name], 2 * warmup) * us  # twice per GAN step (d_steps=1)
@@ -207,7 +190,7 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--steps", type=int, default=400, help="timed GAN steps per run")
     p.add_argument("--warmup", type=int, default=40)
-    p.add_argument("--steps-per-batch", type=int, default=1, metavar="K", help="the experiment above (1: the project as it is)")
+    p.add_argument("--iterations-per-step", type=int, default=1, metavar="K", help="the project's optim.iterations_per_step (default 1, as conf/)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--tiny", action="store_true", help="seconds: a smoke run (tests use it)")
     args = p.parse_args(argv)
@@ -222,11 +205,11 @@ def main(argv=None) -> None:
     tuned, project = [], []
     for repeat in range(args.repeats):
         tuned.append(args.batch_size / throughput.plain_loop(images, args.batch_size, "non_saturating", args.steps, args.warmup, tuned=True) * 1e6)
-        project.append(project_costs(args.data_root, args.batch_size, args.steps, args.warmup, workdir, args.steps_per_batch))
+        project.append(project_costs(args.data_root, args.batch_size, args.steps, args.warmup, workdir, args.iterations_per_step))
         print(f"# repeat {repeat + 1}/{args.repeats}: tuned {tuned[-1]:.0f} us, project {project[-1]['step']:.0f} us per step", flush=True)
 
     median = lambda key: statistics.median(costs[key] for costs in project)
-    print(f"\n## Microseconds per GAN step, batch {args.batch_size}" + (f", {args.steps_per_batch} GAN steps per loader batch" if args.steps_per_batch > 1 else ""))
+    print(f"\n## Microseconds per GAN step, batch {args.batch_size}" + (f", optim.iterations_per_step={args.iterations_per_step}" if args.iterations_per_step > 1 else ""))
     print(f"# torch {torch.__version__}, torch threads {torch.get_num_threads()}, {args.repeats} repeats x {args.steps} steps after {args.warmup}\n")
     print("| | us per step | share of the project's step |")
     print("|---|---:|---:|")

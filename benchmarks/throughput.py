@@ -202,15 +202,17 @@ def project_run(data_root: str, batch_size: int, loss: str, steps: int, warmup: 
         f"loss={loss}",
         "trainer.accelerator=cpu",
         "trainer.max_epochs=1",
-        f"trainer.limit_train_batches={warmup + steps}",
         *NO_END_OF_RUN_EVAL,
         *extra,
     ]
     cfg = project_config(overrides, str(workdir / f"project_{uuid.uuid4().hex[:8]}"))
+    # steps and warmup count GAN iterations (one G update each); a loader batch holds iterations_per_step of them
+    per_batch = cfg.optim.iterations_per_step
+    cfg.trainer.limit_train_batches = (warmup + steps) // per_batch
     stamps = CollateStamps(gan_lightning.data.keep_batch)
     with quiet(), mock.patch.object(gan_lightning.data, "keep_batch", stamps):  # the project's collate_fn
         train(cfg)
-    return images_per_second(stamps.times, warmup, batch_size)
+    return images_per_second(stamps.times, max(warmup // per_batch, 1), batch_size * cfg.optim.d_steps * per_batch)
 
 
 def first_log_untimed(data_root: str, batch_size: int, loss: str, steps: int, workdir: Path, extra: list[str] = ()) -> None:

@@ -106,6 +106,8 @@ def flat(tree, prefix: str = "") -> dict:
 # (D was trained as another game's player). The objective is its name: its functions' targets and
 # weights may change (a fixed implementation, another gradient-penalty weight) and are applied.
 FIXED = ("model.", "loss.name", "optim.optimizer.", "optim.betas", "optim.lr_schedule", "regularization.spectral_norm", "ema.decay")
+# the value of a key that older checkpoints lack, which they were trained with
+DEFAULTS = {"optim.iterations_per_step": 1}
 # what matters of these is whether they are on: another EMA decay is applied, a missing key is off
 ON = {"regularization.spectral_norm": bool, "ema.decay": lambda v: v is not None}
 
@@ -114,14 +116,14 @@ def check_resume(path, checkpoint: dict, new: dict, images_per_step: int | None 
     """Compare the checkpoint's hyperparameters with the new run's (cfg.module). Raise CheckpointError
     for a change the restored state cannot take; return a line for each change that is applied
     (learning rates through GAN.on_load_checkpoint, the rest by building the module from the new config).
-    images_per_step: the new run's data.batch_size x optim.d_steps, which a checkpoint saved in the
+    images_per_step: the new run's data.batch_size x optim.d_steps x optim.iterations_per_step, which a checkpoint saved in the
     middle of an epoch must be resumed with (its epoch goes on by skipping the steps it trained)."""
     old = checkpoint["hyper_parameters"]
     if not isinstance(old, dict):  # omegaconf objects of older checkpoints
         from omegaconf import OmegaConf
 
         old = OmegaConf.to_container(old, resolve=True)
-    old, new = flat({k: old.get(k) for k in new}), flat(new)
+    old, new = {**DEFAULTS, **flat({k: old.get(k) for k in new})}, {**DEFAULTS, **flat(new)}
     changed = [key for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
     on = lambda key, value: ON[key](value) if key in ON else value  # noqa: E731
     refused = [key for key in changed if key.startswith(FIXED) and on(key, old.get(key)) != on(key, new.get(key))]
@@ -136,9 +138,10 @@ def check_resume(path, checkpoint: dict, new: dict, images_per_step: int | None 
     saved = checkpoint.get("MNISTDataModule", {}).get("images_per_step")  # Lightning keeps a DataModule's state under its class name
     if mid_epoch and None not in (saved, images_per_step) and saved != images_per_step:
         raise CheckpointError(f"cannot resume {path}, saved in the middle of an epoch, with another number of images per training step "
-                              f"(data.batch_size x optim.d_steps: {saved} -> {images_per_step}): resume with the checkpoint's values, or from an epoch's last.ckpt")
-    if "optim.d_steps" in changed and mid_epoch:  # also for checkpoints from before images_per_step was saved
-        # a step reads d_steps real minibatches: the resumed epoch would skip its trained steps in other units
-        raise CheckpointError(f"cannot resume {path}, saved in the middle of an epoch, with another optim.d_steps "
-                              f"({old.get('optim.d_steps')} -> {new.get('optim.d_steps')}): resume with the checkpoint's value, or from an epoch's last.ckpt")
+                              f"(data.batch_size x optim.d_steps x optim.iterations_per_step: {saved} -> {images_per_step}): resume with the checkpoint's values, or from an epoch's last.ckpt")
+    for key in ("optim.d_steps", "optim.iterations_per_step"):
+        if key in changed and mid_epoch:  # also for checkpoints from before images_per_step was saved
+            # a step reads d_steps x iterations_per_step real minibatches: the resumed epoch would skip its trained steps in other units
+            raise CheckpointError(f"cannot resume {path}, saved in the middle of an epoch, with another {key} "
+                                  f"({old.get(key)} -> {new.get(key)}): resume with the checkpoint's value, or from an epoch's last.ckpt")
     return [f"resume: {key} changed {old.get(key)!r} -> {new.get(key)!r}" for key in changed]

@@ -48,6 +48,18 @@ def count_generator_steps_only(opt_d) -> None:
     opt_d._on_before_step = opt_d._on_after_step = do_nothing
 
 
+@contextmanager
+def uncounted(opt):
+    """Steps of opt inside do not count in trainer.global_step: with optim.iterations_per_step > 1
+    only a training step's last G update counts, so that global_step still counts batches."""
+    counting = opt._on_before_step, opt._on_after_step
+    opt._on_before_step = opt._on_after_step = do_nothing
+    try:
+        yield
+    finally:
+        opt._on_before_step, opt._on_after_step = counting
+
+
 def _check_step_hooks() -> None:
     from lightning.pytorch.core.optimizer import LightningOptimizer
     from lightning.pytorch.loops.optimization.manual import _ManualOptimization

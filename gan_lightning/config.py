@@ -18,6 +18,7 @@ RULES = {
     "optim.lr_g": (lambda v: v > 0 and math.isfinite(v), "a finite number > 0"),  # inf would only be caught by the NaN alarm at step 1
     "optim.lr_d": (lambda v: v > 0 and math.isfinite(v), "a finite number > 0"),
     "optim.d_steps": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    "optim.iterations_per_step": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
     "optim.betas": (lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1)"),
     "data.batch_size": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
     # 0 (or a fraction of too few batches) would end the run at once, "successfully", having trained nothing

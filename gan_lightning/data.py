@@ -186,21 +186,23 @@ def wants_device_data(on_device: str | bool, device: torch.device, num_workers: 
 
 class MNISTDataModule(L.LightningDataModule):
     """batch_size is the minibatch of one D update; a loader batch holds batches_per_step of them
-    (optim.d_steps): the k D updates of a training step each get a fresh real minibatch (Goodfellow
-    et al. 2014, Alg. 1; WGAN-GP), and an epoch is still every real image once through D.
+    (optim.d_steps) for each of the step's iterations_per_step iterations (optim.iterations_per_step):
+    the k D updates of an iteration each get a fresh real minibatch (Goodfellow et al. 2014, Alg. 1;
+    WGAN-GP), and an epoch is still every real image once through D.
 
     pixel_range: the generator's output range (model.output_range), which the images are scaled to.
     num_train: train on the first num_train training images only (None: all 60,000), e.g. 50,000 with
     the last 10,000 held out for validation, as Goodfellow et al. 2014."""
 
     def __init__(self, root: str = "data", batch_size: int = 64, num_workers: int = 0, download: bool = True, on_device: str | bool = "auto",
-                 batches_per_step: int = 1, pixel_range=(-1.0, 1.0), num_train: int | None = None):
+                 batches_per_step: int = 1, pixel_range=(-1.0, 1.0), num_train: int | None = None, iterations_per_step: int = 1):
         super().__init__()
         self.pixel_range = tuple(pixel_range)
         self.num_train = num_train
         self.root = str(root)
         self.batch_size = batch_size
         self.batches_per_step = batches_per_step
+        self.iterations_per_step = iterations_per_step
         self.num_workers = num_workers
         self.download = download
         self.on_device = on_device
@@ -227,9 +229,10 @@ class MNISTDataModule(L.LightningDataModule):
             self.data_device = device
             self.train_set.to(device)
         processes = self.trainer.world_size if self.trainer is not None else 1
-        if len(self.train_set) // processes < self.batch_size * self.batches_per_step:
+        if len(self.train_set) // processes < self.images_per_step:
             # full batches only (train_dataloader): the run would end at once having trained nothing
-            needed = f"data.batch_size={self.batch_size}" + (f" x optim.d_steps={self.batches_per_step}" if self.batches_per_step > 1 else "")
+            needed = (f"data.batch_size={self.batch_size}" + (f" x optim.d_steps={self.batches_per_step}" if self.batches_per_step > 1 else "")
+                      + (f" x optim.iterations_per_step={self.iterations_per_step}" if self.iterations_per_step > 1 else ""))
             raise DataError(f"{needed} is larger than the {len(self.train_set)} training images"
                             + (f" split over {processes} processes" if processes > 1 else "") + ": not one full batch to train on")
 
@@ -255,11 +258,15 @@ class MNISTDataModule(L.LightningDataModule):
             self.train_set,
             drop_last=True,
             loader=ResumableLoader,
-            batch_size=self.batch_size * self.batches_per_step,  # one training step: a real minibatch per D update
+            batch_size=self.images_per_step,  # one training step: a real minibatch per D update
             sampler=EpochShuffle(self.train_set, self.shuffle_seed),
             generator=torch.Generator().manual_seed(self.shuffle_seed),
             trained=self.batches_trained_this_epoch,
         )
+
+    @property
+    def images_per_step(self) -> int:
+        return self.batch_size * self.batches_per_step * self.iterations_per_step
 
     def batches_trained_this_epoch(self) -> int:
         if self.trainer is None:  # iterated by hand, not by a Trainer
@@ -268,7 +275,7 @@ class MNISTDataModule(L.LightningDataModule):
 
     def state_dict(self) -> dict:
         # images_per_step: what a resume in the middle of an epoch must keep (checkpoint.check_resume)
-        return {"shuffle_seed": self.shuffle_seed, "images_per_step": self.batch_size * self.batches_per_step}
+        return {"shuffle_seed": self.shuffle_seed, "images_per_step": self.images_per_step}
 
     def load_state_dict(self, state: dict) -> None:
         self.shuffle_seed = state["shuffle_seed"]

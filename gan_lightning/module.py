@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from gan_lightning.compat import bare, count_generator_steps_only, forget_logged_step_values, group_by_device_and_dtype, resume_where_training_stopped
+from gan_lightning.compat import bare, count_generator_steps_only, forget_logged_step_values, group_by_device_and_dtype, resume_where_training_stopped, uncounted
 from gan_lightning.loggers import last_batch_step
 from gan_lightning.regularizers import apply_spectral_norm, gradient_penalty, instance_noise_std, r1_penalty
 
@@ -90,10 +90,12 @@ class GAN(L.LightningModule):
     The arguments are the (resolved) config nodes of model, loss and optim, kept as this module's
     hyperparameters so that GAN.load_from_checkpoint(path) rebuilds it with nothing else at hand.
 
-    Step counting: each batch is one training step, made of optim.d_steps discriminator updates,
-    each on its own real minibatch of data.batch_size images (the batch holds d_steps of them), and
-    one generator update. trainer.global_step counts generator updates, so max_steps,
-    log_every_n_steps, checkpoint intervals and the TensorBoard x-axis all count batches.
+    Step counting: each batch is one training step, made of optim.iterations_per_step iterations
+    (1 by default) of optim.d_steps discriminator updates, each on its own real minibatch of
+    data.batch_size images (the batch holds all of them), and one generator update.
+    trainer.global_step counts training steps (the last generator update of each), so max_steps,
+    log_every_n_steps, checkpoint intervals and the TensorBoard x-axis all count batches. Several
+    iterations per step pay Lightning's per-batch work once for all of them (BENCHMARKS.md).
 
     Regularisers (regularization: R1, gradient penalty, spectral norm, label smoothing, instance
     noise) and the generator EMA (ema.decay) are off when their config node is
@@ -120,6 +122,7 @@ class GAN(L.LightningModule):
         # The range of G's output activation; the data are scaled to it, grids and metrics read it.
         self.output_range = tuple(model.get("output_range", (-1.0, 1.0)))
         self.d_steps = optim["d_steps"]
+        self.iterations = optim.get("iterations_per_step", 1)  # absent from older checkpoints' hyperparameters
         self.clip_grad_norm = (optim.get("clip_grad_norm_d"), optim.get("clip_grad_norm_g"))
         self.d_output = loss.get("d_output", "score")  # how D's output reads: probability, margin (hinge) or score
         self.gp_weight = reg.get("gradient_penalty_weight", 0.0)
@@ -220,13 +223,10 @@ class GAN(L.LightningModule):
             penalties["gp"] = gradient_penalty(self.discriminator, real, fake)
         return penalties
 
-    def simultaneous_step(self, real: torch.Tensor) -> None:
-        """One step as the authors' pylearn2 code of Goodfellow et al. 2014 made it (optim.simultaneous=true):
+    def simultaneous_step(self, opt_d, opt_g, real: torch.Tensor, measure: bool) -> tuple[dict, torch.Tensor, torch.Tensor | None]:
+        """One iteration as the authors' pylearn2 code of Goodfellow et al. 2014 made it (optim.simultaneous=true):
         one fake batch and one pass of D (one dropout mask) over real and fake give both losses; D steps
         by the gradient of its loss and G by that of its own, both taken before either update."""
-        opt_d, opt_g = self.optimizers()
-        count_generator_steps_only(opt_d)  # see the class docstring
-        log_now = self.logging_step()
         n = real.shape[0]
         fake = self.generator(self.noise(n))
         real_logits, fake_logits = self.discriminator(torch.cat([real, fake])).float().split(n)
@@ -239,10 +239,8 @@ class GAN(L.LightningModule):
         opt_d.step()
         self.last_loss = ("loss_g", loss_g)
         opt_g.step()
-        if log_now:
-            grad_norm_g = torch.nn.utils.get_total_norm([p.grad for p in self.generator.parameters() if p.grad is not None])
-            d = {"loss_d": loss_d, "real_logits": real_logits, "fake_logits": fake_logits, "penalties": {}}
-            self.log_training(d, loss_g, grad_norm_g, noise_std=0.0)
+        grad_norm_g = torch.nn.utils.get_total_norm([p.grad for p in self.generator.parameters() if p.grad is not None]) if measure else None
+        return {"loss_d": loss_d, "real_logits": real_logits, "fake_logits": fake_logits, "penalties": {}}, loss_g, grad_norm_g
 
     def logging_step(self) -> bool:
         """Whether this step logs its scalars: every log_every_n_steps steps, at the end of every epoch
@@ -253,25 +251,39 @@ class GAN(L.LightningModule):
                 or self.global_step + 1 == trainer.max_steps)
 
     def training_step(self, real: torch.Tensor) -> None:
-        """optim.d_steps D updates, each on a real minibatch of its own (the loader serves d_steps of
-        them per step, see data.MNISTDataModule), then one G update; the scalars on logging steps."""
-        if self.simultaneous:
-            return self.simultaneous_step(real)
+        """optim.iterations_per_step iterations, each of optim.d_steps D updates on real minibatches of
+        their own, then one G update (the loader serves them all, see data.MNISTDataModule); on
+        logging steps, the scalars of the last iteration."""
         opt_d, opt_g = self.optimizers()
         count_generator_steps_only(opt_d)  # see the class docstring
-        if real.shape[0] % self.d_steps:
-            raise ValueError(f"a training batch of {real.shape[0]} images does not split into optim.d_steps={self.d_steps} equal D minibatches")
+        minibatches = self.iterations * (1 if self.simultaneous else self.d_steps)
+        if real.shape[0] % minibatches:
+            raise ValueError(f"a training batch of {real.shape[0]} images does not split into optim.d_steps={self.d_steps} "
+                             f"x optim.iterations_per_step={self.iterations} equal minibatches")
         log_now = self.logging_step()
         noise_std = instance_noise_std(self.global_step, self.noise_sigma, self.noise_decay_steps)
-        d = self.discriminator_step(opt_d, real.chunk(self.d_steps), noise_std)
-        loss_g, grad_norm_g = self.generator_step(opt_g, d["fake"], noise_std, measure=log_now)
-        if self.generator_ema is not None and self.global_step >= self.ema_start_step:
-            self.generator_ema.update_parameters(self.generator)
+        reals = real.chunk(self.iterations) if self.iterations > 1 else (real,)
+        for real_i in reals[:-1]:
+            with uncounted(opt_g):  # global_step counts training steps: only their last G update (class docstring)
+                self.iteration(opt_d, opt_g, real_i, noise_std, measure=False)
+        d, loss_g, grad_norm_g = self.iteration(opt_d, opt_g, reals[-1], noise_std, measure=log_now)
         if self.scheduled:
             for schedule in self.lr_schedulers():
                 schedule.step()
         if log_now:  # computing and syncing these only when they are written keeps the loop fast
             self.log_training(d, loss_g, grad_norm_g, noise_std)
+
+    def iteration(self, opt_d, opt_g, real: torch.Tensor, noise_std: float, measure: bool) -> tuple[dict, torch.Tensor, torch.Tensor | None]:
+        """Goodfellow et al.'s Algorithm 1 once: optim.d_steps D updates, then one G update (both at
+        once with optim.simultaneous). Returns the last D update's outputs, G's loss and, when
+        measure, G's gradient norm."""
+        if self.simultaneous:
+            return self.simultaneous_step(opt_d, opt_g, real, measure)
+        d = self.discriminator_step(opt_d, real.chunk(self.d_steps), noise_std)
+        loss_g, grad_norm_g = self.generator_step(opt_g, d["fake"], noise_std, measure=measure)
+        if self.generator_ema is not None and self.global_step >= self.ema_start_step:
+            self.generator_ema.update_parameters(self.generator)
+        return d, loss_g, grad_norm_g
 
     def discriminator_step(self, opt_d, reals: tuple[torch.Tensor, ...], noise_std: float) -> dict:
         """One D update per real minibatch, each against a fresh fake batch. Only the last fake

@@ -165,7 +165,7 @@ def resume_from(cfg: DictConfig) -> str | None:
         log.info("resume: ckpt_path=last is %s", path)
     checkpoint = read_checkpoint(path)
     settings = {key: value for key, value in OmegaConf.to_container(cfg.module, resolve=True).items() if key != "_target_"}
-    for line in check_resume(path, checkpoint, settings, images_per_step=cfg.data.batch_size * cfg.optim.d_steps):
+    for line in check_resume(path, checkpoint, settings, images_per_step=cfg.data.batch_size * cfg.optim.d_steps * cfg.optim.iterations_per_step):
         log.info("%s", line)
     return str(path)
 

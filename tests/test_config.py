@@ -68,6 +68,7 @@ def test_the_default_config_builds_the_reference_gan():
         ("optim.lr_d=-0.001", "optim.lr_d must be a finite number > 0, got -0.001"),
         ("data.batch_size=0", "data.batch_size must be an integer >= 1, got 0"),
         ("optim.d_steps=0", "optim.d_steps must be an integer >= 1, got 0"),
+        ("optim.iterations_per_step=0", "optim.iterations_per_step must be an integer >= 1, got 0"),
         ("optim.betas=[0.5,1.5]", "optim.betas must be two numbers in [0, 1), got [0.5, 1.5]"),
         ("seed=abc", "seed must be null or an integer, got 'abc'"),
         ("optim.lr_g=inf", "optim.lr_g must be a finite number > 0, got inf"),

@@ -91,7 +91,30 @@ def test_resume_at_an_epoch_end_and_within_an_epoch_with_ema_lr_schedule_and_ins
     assert logged_lr_g(tmp_path / "resumed_mid_epoch") == logged_lr_g(tmp_path / "two_epochs", from_step=MID_EPOCH_STEP)
 
 
-# d_steps=2, batch 16: a training step reads 32 images (8 steps an epoch)
+@pytest.mark.parametrize("key", ["d_steps", "iterations_per_step"])
+def test_another_number_of_minibatches_per_step_is_refused_only_for_a_checkpoint_from_the_middle_of_an_epoch(key):
+    from gan_lightning.checkpoint import check_resume
+
+    settings = lambda n: {"optim": {key: n, "lr_d": 2e-4}}  # noqa: E731
+    def saved(ready, last):
+        progress = {"current": {"ready": ready}, "is_last_batch": last}
+        return {"hyper_parameters": settings(1), "loops": {"fit_loop": {"epoch_loop.batch_progress": progress}}}
+
+    assert check_resume("end.ckpt", saved(8, True), settings(2)) == [f"resume: optim.{key} changed 1 -> 2"]
+    with pytest.raises(CheckpointError, match=rf"mid.ckpt, saved in the middle of an epoch, with another optim.{key} \(1 -> 2\)"):
+        check_resume("mid.ckpt", saved(3, False), settings(2))
+    assert check_resume("mid.ckpt", saved(3, False), settings(1)) == []
+
+
+def test_a_checkpoint_from_before_iterations_per_step_resumes_as_one_iteration_per_step():
+    from gan_lightning.checkpoint import check_resume
+
+    old = {"hyper_parameters": {"optim": {"d_steps": 1}}}
+    assert check_resume("old.ckpt", old, {"optim": {"d_steps": 1, "iterations_per_step": 1}}) == []
+    assert check_resume("old.ckpt", old, {"optim": {"d_steps": 1, "iterations_per_step": 4}}) == ["resume: optim.iterations_per_step changed 1 -> 4"]
+
+
+# d_steps=2, batch 16: a training step of one iteration reads 32 images (8 steps an epoch), of two 64 (4 steps)
 STEPS = ["eval=none", "optim.d_steps=2", "data.batch_size=16", "trainer.max_epochs=3"]
 
 
@@ -117,18 +140,20 @@ def test_a_run_that_max_steps_stopped_within_an_epoch_goes_on_from_there_with_a_
     assert_same_training_state(resumed, last(ten_steps), steps=10)
 
 
-def test_another_d_steps_is_refused_only_for_a_checkpoint_from_the_middle_of_an_epoch():
-    from gan_lightning.checkpoint import CheckpointError, check_resume
-
-    settings = lambda d_steps: {"optim": {"d_steps": d_steps, "lr_d": 2e-4}}  # noqa: E731
-    def saved(ready, last):
-        progress = {"current": {"ready": ready}, "is_last_batch": last}
-        return {"hyper_parameters": settings(1), "loops": {"fit_loop": {"epoch_loop.batch_progress": progress}}}
-
-    assert check_resume("end.ckpt", saved(8, True), settings(2)) == ["resume: optim.d_steps changed 1 -> 2"]
-    with pytest.raises(CheckpointError, match=r"mid.ckpt, saved in the middle of an epoch, with another optim.d_steps \(1 -> 2\)"):
-        check_resume("mid.ckpt", saved(3, False), settings(2))
-    assert check_resume("mid.ckpt", saved(3, False), settings(1)) == []
+def test_iterations_per_step_regroup_the_same_updates_into_fewer_steps_also_across_a_resume_at_an_epoch_end(mnist_root, tmp_path, ten_steps):
+    two = [f"data.root={mnist_root}", *FAST, *STEPS, "optim.iterations_per_step=2"]
+    train_here(*two, "trainer.max_steps=4", run_dir=tmp_path / "first")  # max_steps at the end of epoch 0
+    train_here(*two, "trainer.max_steps=5", f"ckpt_path={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}", run_dir=tmp_path / "resumed")
+    resumed, one = last(tmp_path / "resumed"), last(ten_steps)
+    assert resumed["epoch"] == 1  # not an empty epoch 1 and step 5 in epoch 2 (Lightning's restart at an epoch end with max_steps)
+    d_state, g_state = resumed["optimizer_states"]
+    assert d_state["state"][0]["step"].item() == 20 and g_state["state"][0]["step"].item() == 10  # 10 iterations of 2 D updates + 1 G update
+    # the same updates, on the same minibatches and noise, in the same order: the same weights and optimizer states
+    one["global_step"] = resumed["global_step"]
+    assert_same_training_state(resumed, one, steps=5)
+    # a step logs its last iteration's scalars: step s of two iterations is step 2s+1 of one
+    logged = lambda run: [e.value for e in EventAccumulator(str(next(run.glob("events.out.tfevents.*")))).Reload().Scalars("train/loss_d")]  # noqa: E731
+    assert logged(tmp_path / "first") == logged(ten_steps)[1:8:2]
 
 
 def test_another_batch_size_is_refused_for_a_checkpoint_from_the_middle_of_an_epoch(train_in_process, tmp_path):
@@ -136,6 +161,6 @@ def test_another_batch_size_is_refused_for_a_checkpoint_from_the_middle_of_an_ep
     train_in_process("trainer.max_steps=3", "eval=none", run_dir=tmp_path / "first")
     mid = tmp_path / "first" / "checkpoints" / "last.ckpt"
     with pytest.raises(CheckpointError, match=r"saved in the middle of an epoch, with another number of images per training step "
-                                              r"\(data.batch_size x optim.d_steps: 32 -> 64\)"):
+                                              r"\(data.batch_size x optim.d_steps x optim.iterations_per_step: 32 -> 64\)"):
         train_in_process(f"ckpt_path={mid}", "data.batch_size=64", "eval=none", run_dir=tmp_path / "second")
     assert not (tmp_path / "second").exists()  # refused before anything was written

@@ -187,16 +187,18 @@ def test_a_ddp_job_of_a_parallel_sweep_runs_in_its_own_folder(mnist_root, tmp_pa
     # Each job's second DDP process is started from the job's own process (a submitit job under the
     # parallel launcher) and must re-run that job alone, in its folder (one job is enough to see that;
     # several jobs at once: tests/test_sweeps.py, one folder per job of a sequential sweep: there too).
+    # The job makes 2 GAN iterations per training step: several D and G updates in one DDP forward.
     sweep = tmp_path / "sweep"
     result = check(run_train(
-        "optim.lr_g=2e-4", "trainer.devices=2", f"data.root={mnist_root}", "hydra/launcher=parallel",
+        "optim.iterations_per_step=2", "trainer.devices=2", f"data.root={mnist_root}", "hydra/launcher=parallel",
         f"hydra.sweep.dir={sweep}", *FAST, multirun=True, timeout=400,
     ))
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
     assert [j.name.split("_")[0] for j in jobs] == ["0"]
     ckpt = checkpoint(jobs[0] / "checkpoints" / "last.ckpt")
-    assert ckpt["hyper_parameters"]["optim"]["lr_g"] == 2e-4
-    assert ckpt["global_step"] == BATCHES // 2  # each process half the batches
+    assert ckpt["hyper_parameters"]["optim"]["iterations_per_step"] == 2
+    assert ckpt["global_step"] == BATCHES // 4  # each process half the images, 2 minibatches a step
+    assert [s["state"][0]["step"].item() for s in ckpt["optimizer_states"]] == [BATCHES // 2] * 2  # as many updates as 1 iteration a step
     assert len(list(jobs[0].rglob("events.out.tfevents.*"))) == 1
     # the DDP ranks re-ran the job, not the sweep again somewhere else
     assert result.stdout.count("#0 :") == 1
