@@ -479,14 +479,16 @@ def main(argv=None) -> None:
         print()
         print("## Project variants (levers), images/s (median) and ratio to the project as configured")
         print()
-        print("| batch | loss | variant | overrides | images/s | vs (2) |")
-        print("|---:|---|---|---|---:|---:|")
+        tuned = "tuned" in args.contenders  # then also each variant against the tuned loop, as (2) above
+        print("| batch | loss | variant | overrides | images/s | vs (2) |" + (" vs (0) median (min-max) |" if tuned else ""))
+        print("|---:|---|---|---|---:|---:|" + ("---:|" if tuned else ""))
         for batch_size in args.batch_sizes:
             for loss in args.losses:
                 project = results.get(("project", batch_size, loss), [])
                 for name, overrides in variants.items():
                     rates = results[(name, batch_size, loss)]
-                    print(f"| {batch_size} | {loss} | {name} | {' '.join(overrides)} | {median(rates):,.0f} | {paired_ratio(rates, project):.2f} |")
+                    vs_tuned = f" {ratio_range(rates, results[('tuned', batch_size, loss)])} |" if tuned else ""
+                    print(f"| {batch_size} | {loss} | {name} | {' '.join(overrides)} | {median(rates):,.0f} | {paired_ratio(rates, project):.2f} |{vs_tuned}")
     if "data" in args.contenders:
         print()
         print("## Data pipeline alone, images/s (median)")
