@@ -46,13 +46,26 @@ class NonFiniteAlarm(L.Callback):
     inside its step (fused Adam, the default): the check is the same on scaled gradients (a finite
     scale keeps finite values finite), and the scaler's own finding is reused when it has one.
 
-    Costs one host sync per optimizer step (the decision to stop must come before the update; a
-    check deferred to logging steps would let bad updates through) and one fused pass over the
-    gradients (none when the scaler already made it).
+    When the optimizer can skip its own update on the device (torch's fused Adam, the default, reads
+    a `found_inf` flag, as GradScaler uses it) and no fp16 loss scaling runs, the decision is read
+    once per training step instead of once per update: each update's check (one fused pass over the
+    loss and the gradients) sets its own flag on the device, the optimizer skips an update whose
+    flag is set, and the flags are read when the step ends (on_train_batch_end, before any
+    checkpoint or logged scalar is written): one host sync per step, however many updates it makes
+    (optim.d_steps, optim.iterations_per_step). The error then names the first bad update; updates
+    after it in the same step, with finite gradients, were applied, and nothing is saved.
+    Otherwise (another optimizer, fp16 loss scaling) the check syncs before every update.
     """
+
+    FIRST_FLAGS = 16  # flags kept on the device; doubled when a step makes more updates
 
     def __init__(self, min_scale: float = 1.0):
         self.min_scale = min_scale
+        self.flags: torch.Tensor | None = None  # on the device: 1. for an update whose loss or gradients were not finite
+        self.deferred: list[tuple[str, torch.Tensor, int]] = []  # this step's flagged updates: (loss name, loss, step)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.deferred = []  # an update of an interrupted step of an earlier fit() in this process
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
@@ -60,13 +73,23 @@ class NonFiniteAlarm(L.Callback):
         loss_value = loss.detach().float().reshape(1) if loss is not None else torch.zeros(1, device=pl_module.device)
         scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None)
         if scaler is None or not scaler.is_enabled():
+            if getattr(optimizer, "_step_supports_amp_scaling", False):  # it skips its update when its found_inf is set
+                flag = self.flag(loss_value.device)
+                try:
+                    add_non_finite([*grads, loss_value], flag)  # the loss's value, like the gradients', is left as it was
+                except (RuntimeError, NotImplementedError):  # a device or dtype mix the kernel does not take
+                    pass
+                else:
+                    optimizer.found_inf = flag
+                    self.deferred.append((name, loss_value, trainer.global_step))
+                    return
             stop = non_finite(grads, loss_value)
         else:  # the scaler skips a step with non-finite gradients: fine while it can still lower its scale
             found_inf = scaler_found_inf(scaler, optimizer)
             if found_inf is None:  # not unscaled yet (fused optimizer)
                 found_inf = non_finite(grads, torch.zeros(1, device=loss_value.device))
             stop = (~torch.isfinite(loss_value)).float() + found_inf * (loss_scale(scaler).to(found_inf.device) <= self.min_scale).float()
-        if not stop.item():  # the one sync per step (NaN reads as true: see non_finite)
+        if not stop.item():  # one sync per update (NaN reads as true: see non_finite)
             return
         grad_norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
         if not torch.isfinite(loss_value):
@@ -75,10 +98,37 @@ class NonFiniteAlarm(L.Callback):
             what = f"{name} is finite ({loss_value.item():.4g}) but its gradient norm is {grad_norm.item()}"
             if scaler is not None and scaler.is_enabled():
                 what += f" at a loss scale of {scaler.get_scale():g} (fp16 overflow the scaler cannot cure)"
-        raise NonFiniteError(
-            f"non-finite training at step {trainer.global_step} (epoch {trainer.current_epoch}): {what}. "
-            f"Training stopped before this update; {last_good_checkpoint(trainer)}."
-        )
+        raise NonFiniteError(self.message(trainer, trainer.global_step, what))
+
+    def flag(self, device: torch.device) -> torch.Tensor:
+        """The next update's flag: a 0-dim view of self.flags (the shape of the step counts fused Adam
+        subtracts it from), 0. until the check sets it."""
+        n = len(self.deferred)
+        if self.flags is None or self.flags.device != device:
+            self.flags = torch.zeros(self.FIRST_FLAGS, device=device)
+        elif n == len(self.flags):
+            self.flags = torch.cat([self.flags, torch.zeros_like(self.flags)])  # the earlier flags of this step kept
+        return self.flags[n]
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
+        if not self.deferred:
+            return
+        deferred, self.deferred = self.deferred, []
+        flags = self.flags[: len(deferred)].tolist()  # the one sync per step; all 0. unless this step raises
+        if not any(flags):
+            return
+        name, loss_value, step = deferred[next(i for i, f in enumerate(flags) if f)]
+        self.flags.zero_()  # should the run go on (caught), the next step's updates start unflagged
+        if torch.isfinite(loss_value):
+            what = f"{name} is finite ({loss_value.item():.4g}) but a gradient behind it is inf or NaN"
+        else:
+            what = f"{name} is {loss_value.item()}"
+        raise NonFiniteError(self.message(trainer, step, what))
+
+    @staticmethod
+    def message(trainer: L.Trainer, step: int, what: str) -> str:
+        return (f"non-finite training at step {step} (epoch {trainer.current_epoch}): {what}. "
+                f"Training stopped before this update; {last_good_checkpoint(trainer)}.")
 
 
 def non_finite(grads: list[torch.Tensor], loss: torch.Tensor) -> torch.Tensor:

@@ -57,6 +57,39 @@ def test_a_non_finite_gradient_behind_a_finite_loss_is_caught_before_the_step():
     assert torch.equal(weight.grad, torch.tensor([0.0, 2.0, 1.0e-30]))  # and the check left the gradient as it was
 
 
+def test_with_fused_adam_a_bad_update_is_skipped_on_the_device_and_the_step_stops_at_its_end():
+    weight = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.Adam([weight], lr=0.1, fused=True)  # the default optimizer
+    module = types.SimpleNamespace(last_loss=("loss_d", torch.tensor(0.7)), device=torch.device("cpu"))
+    alarm, trainer = NonFiniteAlarm(), fake_trainer()
+
+    def update(loss_name: str, loss: float, grad: list[float]) -> None:
+        module.last_loss, weight.grad = (loss_name, torch.tensor(loss)), torch.tensor(grad)
+        alarm.on_before_optimizer_step(trainer, module, optimizer)  # reads nothing from the device: no error yet
+        optimizer.step()
+
+    update("loss_d", 0.7, [1.0, 2.0, 3.0])
+    alarm.on_train_batch_end(trainer, module)  # a good step ends quietly, its update applied
+    assert not torch.equal(weight, torch.ones(3))
+    good, adam = weight.detach().clone(), {k: v.clone() for k, v in optimizer.state[weight].items()}
+
+    update("loss_d", 0.7, [0.0, float("inf"), 1.0])
+    assert torch.equal(weight, good) and all(torch.equal(optimizer.state[weight][k], v) for k, v in adam.items())  # skipped: weights and Adam's state
+    trainer.global_step = 41
+    update("loss_g", 0.5, [1.0, 1.0, 1.0])  # a later update of the same step, with finite gradients
+    with pytest.raises(NonFiniteError, match=r"step 40 \(epoch 2\): loss_d is finite \(0.7\) but a gradient behind it is inf or NaN\. "
+                                             r"Training stopped before this update"):
+        alarm.on_train_batch_end(trainer, module)  # names the first bad update
+    for value in ("inf", "-inf", "nan"):  # a non-finite loss behind finite gradients
+        before = weight.detach().clone()
+        update("loss_g", float(value), [1.0, 1.0, 1.0])
+        assert torch.equal(weight, before)
+        with pytest.raises(NonFiniteError, match=rf"step 41 \(epoch 2\): loss_g is {value}\. Training stopped before this update"):
+            alarm.on_train_batch_end(trainer, module)
+    update("loss_g", 0.5, [1.0, 1.0, 1.0])
+    alarm.on_train_batch_end(trainer, module)  # after a caught error, a good step passes again
+
+
 def test_d_won_alarm_needs_a_sustained_window_and_can_stop(caplog):
     alarm = CollapseAlarm(window_steps=100, stop=True)
     trainer = fake_trainer(train__d_real=0.999, train__d_fake=0.001)
