@@ -300,15 +300,19 @@ def _check_batch_progress() -> None:
         raise CompatError("Lightning's batch progress has no current.ready")
 
 
-# --- Lightning: a run that max_steps stopped in the middle of an epoch ------------------------------
-# When max_steps ends a run within an epoch, Lightning's fit loop still ends that epoch
-# (FitLoop.on_advance_end counts it processed and calls on_train_epoch_end, where ModelCheckpoint
-# saves last.ckpt): the checkpoint's epoch_progress reads as saved at the epoch's end, while its
-# batch_progress stops mid-epoch. A run resumed from it with a larger max_steps starts the next
-# epoch (FitLoop.update_restart_stage: RESTARTED_ON_EPOCH_END), leaving the rest of the epoch
-# untrained, and its max_epochs comes one epoch early. Lightning issue #19617 (open) is the same
-# restart logic failing when max_steps falls on an epoch's last batch. No upstream issue covers
-# the middle of an epoch.
+# --- Lightning: resuming a run that max_steps stopped -----------------------------------------------
+# With trainer.max_steps set, Lightning's fit loop mis-resumes from the last.ckpt that
+# on_train_epoch_end saved (lightning/pytorch/loops/fit_loop.py):
+# - max_steps within an epoch: the loop still ends that epoch (on_advance_end counts it processed
+#   and calls on_train_epoch_end, where ModelCheckpoint saves), so the checkpoint reads as saved at
+#   the epoch's end while its batch counter stops mid-epoch; the resumed run starts the next epoch
+#   and the rest of this one goes untrained (update_restart_stage: RESTARTED_ON_EPOCH_END).
+# - max_steps (or max_epochs) at an epoch's end, resumed with max_steps set: the `restarting`
+#   setter keeps restarting for iteration-based training even though the epoch ended, and the next
+#   epoch starts with the last one's batch counter: it trains no batch and counts as done
+#   (Lightning issue #19617, open, for the max_steps case).
+# Seen with Lightning 2.6.6 on tiny MNIST: 8 of 10 steps trained, or 11 of 16; tests/test_resume.py
+# resumes from both kinds of checkpoint.
 def resume_where_training_stopped(checkpoint: dict) -> None:
     """Make the fit loop's progress in a checkpoint read as Lightning's restart logic needs to go on
     where the run stopped (see above): an epoch that max_steps cut short reads as still running
