@@ -65,7 +65,7 @@ class NonFiniteAlarm(L.Callback):
         self.deferred: list[tuple[str, torch.Tensor, int]] = []  # this step's flagged updates: (loss name, loss, step)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.deferred = []  # an update of an interrupted step of an earlier fit() in this process
+        self.flags, self.deferred = None, []  # those of a step that an earlier fit() in this process left unfinished
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
