@@ -150,9 +150,10 @@ def log_hparams(loggers: list, params: dict) -> None:
             compat.file_writer(logger.experiment).add_summary(session_start)
 
 
-def resume_from(cfg: DictConfig) -> str | None:
+def resume_from(cfg: DictConfig, images_per_step: int) -> str | None:
     """cfg.ckpt_path as a file (ckpt_path=last: the newest last.ckpt under outputs/), checked before
-    any training: a usable checkpoint whose stored state takes this config (checkpoint.check_resume)."""
+    any training: a usable checkpoint whose stored state takes this config and the data module's
+    images_per_step (checkpoint.check_resume)."""
     path = cfg.ckpt_path
     if path is None:
         own = newest_checkpoint(HydraConfig.get().runtime.output_dir) if slurm_batch_job() else None
@@ -165,7 +166,7 @@ def resume_from(cfg: DictConfig) -> str | None:
         log.info("resume: ckpt_path=last is %s", path)
     checkpoint = read_checkpoint(path)
     settings = {key: value for key, value in OmegaConf.to_container(cfg.module, resolve=True).items() if key != "_target_"}
-    for line in check_resume(path, checkpoint, settings, images_per_step=cfg.data.batch_size * cfg.optim.d_steps * cfg.optim.iterations_per_step):
+    for line in check_resume(path, checkpoint, settings, images_per_step=images_per_step):
         log.info("%s", line)
     return str(path)
 
@@ -176,8 +177,8 @@ def train(cfg: DictConfig, extra_callbacks: list = ()) -> float | None:
     A SIGTERM or SIGUSR1 ends it with Interrupted, after the checkpoint to resume from is saved."""
     validate(cfg)
     compat.check()  # the internals the workarounds rely on are there
-    ckpt_path = resume_from(cfg)
     datamodule = instantiate(cfg.data.datamodule)
+    ckpt_path = resume_from(cfg, datamodule.images_per_step)
     datamodule.prepare_data()  # fail on missing data before launching processes or building models
     if cfg.seed is not None:
         L.seed_everything(cfg.seed, workers=True)
