@@ -54,6 +54,7 @@ import lightning as L  # noqa: E402
 import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.utils import instantiate  # noqa: E402
 from omegaconf import OmegaConf, open_dict  # noqa: E402
 from torch.utils.data import DataLoader, default_collate  # noqa: E402
 from torchvision import transforms  # noqa: E402
@@ -212,7 +213,7 @@ def project_run(data_root: str, batch_size: int, loss: str, steps: int, warmup: 
     stamps = CollateStamps(gan_lightning.data.keep_batch)
     with quiet(), mock.patch.object(gan_lightning.data, "keep_batch", stamps):  # the project's collate_fn
         train(cfg)
-    return images_per_second(stamps.times, max(warmup // per_batch, 1), batch_size * cfg.optim.d_steps * per_batch)
+    return images_per_second(stamps.times, max(warmup // per_batch, 1), instantiate(cfg.data.datamodule).images_per_step)
 
 
 def first_log_untimed(data_root: str, batch_size: int, loss: str, steps: int, workdir: Path, extra: list[str] = ()) -> None:
