@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from gan_lightning.summary import first_line
+
 log = logging.getLogger(__name__)
 
 
@@ -74,7 +76,7 @@ def read_checkpoint(path) -> dict:
         # resuming, trust the file (your own runs).
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # a truncated or empty file, a pickle of something else...
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0].split(". ")[0][:200]  # torch adds advice on weights_only
+        reason = first_line(err).split(". ")[0][:200]  # torch adds advice on weights_only
         raise CheckpointError(f"{path} is not a usable gan-lightning checkpoint, truncated or damaged ({type(err).__name__}: {reason})") from None
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
     if not hparams or not {"model", "loss", "optim"} <= set(hparams) or "state_dict" not in checkpoint:

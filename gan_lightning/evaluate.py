@@ -26,6 +26,7 @@ from gan_lightning.metrics.classifier import RECORD, ClassifierWeightsError
 from gan_lightning.metrics.inception import InceptionUnavailable, inception_fid
 from gan_lightning.metrics.parzen import generator_parzen, mnist_in_unit_range, mnist_valid_test, parzen_estimate
 from gan_lightning.metrics.quality import SampleQuality, fixed_noise, generated_batches
+from gan_lightning.summary import first_line
 from gan_lightning.train import CONFIG_DIR
 
 
@@ -70,7 +71,7 @@ def load_gan(ckpt_path: str, device: torch.device):
         gan = GAN(**checkpoint["hyper_parameters"])
         gan.load_state_dict(checkpoint["state_dict"])
     except Exception as err:  # weights that do not fit the networks its hyperparameters describe
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        reason = first_line(err)[:200]
         raise CheckpointError(f"{path} is not a usable gan-lightning checkpoint ({type(err).__name__}: {reason})") from None
     return gan.to(device).eval()
 

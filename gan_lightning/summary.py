@@ -15,6 +15,12 @@ SUMMARY_FILE = "summary.json"
 SHOWN = {"eval/fid_mnist": "fid_mnist", "eval/classes_covered": "classes_covered", "train/loss_d": "loss_d", "train/loss_g": "loss_g"}
 
 
+def first_line(err: BaseException) -> str:
+    """An exception's message as one line (its first), or its type's name when it has none: what the
+    one-line errors and the summaries show of it."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
 def shown_path(path: Path | str) -> str:
     """A path as the user can paste it from where they started: relative to the current folder when
     below it (outputs/runs/...), else absolute."""

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from gan_lightning.summary import first_line
+
 WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's file name for them
 CHUNK = 100  # images per Inception pass: its activations at 299x299 take tens of MB per image
 
@@ -35,7 +37,7 @@ def inception_fid(weights_path: str | None = None):
         return FrechetInceptionDistance(feature=2048, normalize=True, reset_real_features=False,
                                         feature_extractor_weights_path=weights_path)
     except Exception as err:  # no internet, a partial download, a file that is not these weights...
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        reason = first_line(err)[:200]
         where = (f"the file {weights_path}" if weights_path else
                  f"torch hub's cache ({Path(torch.hub.get_dir()) / 'checkpoints' / WEIGHTS_FILE}) or a download")
         raise InceptionUnavailable(

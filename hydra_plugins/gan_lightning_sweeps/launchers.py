@@ -82,10 +82,6 @@ def lost_job(job: Job, reason: str) -> JobReturn:
     return ret
 
 
-def first_line(err: BaseException) -> str:
-    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-
-
 class SequentialLauncher(compat.BasicLauncher):
     """Hydra's basic launcher (jobs one after another, in this process), after checking every job."""
 
@@ -237,6 +233,8 @@ class ParallelLauncher(BaseSubmititLauncher):
         try:
             return submitted.results()[0]
         except Exception as err:  # submitit's UncompletedJobError / FailedJobError: the process died
+            from gan_lightning.summary import first_line
+
             return lost_job(job, f"the job's process died: {first_line(err)}")
 
 
