@@ -62,15 +62,16 @@ class NonFiniteAlarm(L.Callback):
     def __init__(self, min_scale: float = 1.0):
         self.min_scale = min_scale
         self.flags: torch.Tensor | None = None  # on the device: 1. for an update whose loss or gradients were not finite
+        self.views: tuple[torch.Tensor, ...] = ()  # self.flags[i] for each i, made once (indexing per update cost ~15 us in a step)
         self.deferred: list[tuple[str, torch.Tensor, int]] = []  # this step's flagged updates: (loss name, loss, step)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.flags, self.deferred = None, []  # those of a step that an earlier fit() in this process left unfinished
+        self.flags, self.views, self.deferred = None, (), []  # those of a step that an earlier fit() in this process left unfinished
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         name, loss = getattr(pl_module, "last_loss", None) or ("loss", None)
-        loss_value = loss.detach().float().reshape(1) if loss is not None else torch.zeros(1, device=pl_module.device)
+        loss_value = loss.detach().float() if loss is not None else torch.zeros((), device=pl_module.device)
         scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None)
         if scaler is None or not scaler.is_enabled():
             if getattr(optimizer, "_step_supports_amp_scaling", False):  # it skips its update when its found_inf is set
@@ -104,11 +105,14 @@ class NonFiniteAlarm(L.Callback):
         """The next update's flag: a 0-dim view of self.flags (the shape of the step counts fused Adam
         subtracts it from), 0. until the check sets it."""
         n = len(self.deferred)
+        if n < len(self.views):  # on_train_start drops them: a fit keeps its device
+            return self.views[n]
         if self.flags is None or self.flags.device != device:
             self.flags = torch.zeros(self.FIRST_FLAGS, device=device)
-        elif n == len(self.flags):
+        else:
             self.flags = torch.cat([self.flags, torch.zeros_like(self.flags)])  # the earlier flags of this step kept
-        return self.flags[n]
+        self.views = self.flags.unbind()
+        return self.views[n]
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
         if not self.deferred:
