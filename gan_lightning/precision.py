@@ -20,12 +20,6 @@ def listeners(trainer: Trainer, hook: str) -> list[Callback]:
     return [callback for callback in trainer.callbacks if defines(callback, Callback, hook)]
 
 
-def call_listeners(trainer: Trainer, hook: str, *args: Any) -> None:
-    callbacks, module_hook = listeners(trainer, hook), defines(trainer.lightning_module, LightningModule, hook)
-    if callbacks or module_hook:
-        call_hook_on_listeners(trainer, hook, callbacks, module_hook, *args)
-
-
 class Float32Precision(Precision):
     """trainer.precision=32-true, as Lightning's own plugin, except that on_before_backward,
     on_after_backward and on_before_optimizer_step reach only the module and the callbacks that
@@ -33,14 +27,30 @@ class Float32Precision(Precision):
     context, at every backward and every optimizer step: with the default callbacks 9 calls a
     round, 4 backward and 2 optimizer-step rounds per GAN step (BENCHMARKS.md, "Against a tuned
     hand-written loop"). The strategy's own pre/post_backward (DDP's bookkeeping) are outside this
-    plugin and still run; mixed precision keeps Lightning's plugins."""
+    plugin and still run; mixed precision keeps Lightning's plugins.
+
+    Who listens is worked out once per hook and kept while the trainer's callback list and the
+    module stay the same (scanning the 9 callbacks at every call cost ~10 us in a training step,
+    6 calls per GAN iteration): a hook set on a callback in the middle of fit() is not seen."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listening: dict[str, tuple] = {}  # hook -> (callback list, its length, module, listening callbacks, module listens)
+
+    def call_listeners(self, trainer: Trainer, hook: str, *args: Any) -> None:
+        callbacks, module = trainer.callbacks, trainer.lightning_module
+        known = self.listening.get(hook)
+        if known is None or known[0] is not callbacks or known[1] != len(callbacks) or known[2] is not module:
+            known = self.listening[hook] = (callbacks, len(callbacks), module, listeners(trainer, hook), defines(module, LightningModule, hook))
+        if known[3] or known[4]:
+            call_hook_on_listeners(trainer, hook, known[3], known[4], *args)
 
     def pre_backward(self, tensor: Tensor, module: LightningModule) -> Tensor:
-        call_listeners(module.trainer, "on_before_backward", tensor)
+        self.call_listeners(module.trainer, "on_before_backward", tensor)
         return tensor
 
     def post_backward(self, tensor: Tensor, module: LightningModule) -> Tensor:
-        call_listeners(module.trainer, "on_after_backward")
+        self.call_listeners(module.trainer, "on_after_backward")
         return tensor.detach()  # as Lightning's: the caller gets the loss without its graph
 
     def optimizer_step(self, optimizer, model: LightningModule, closure: Callable[[], Any], **kwargs: Any) -> Any:
@@ -51,7 +61,7 @@ class Float32Precision(Precision):
             # Lightning's order: the closure (which does nothing under manual optimization), then
             # the hook, which sees the gradients.
             result = closure()
-            call_listeners(model.trainer, "on_before_optimizer_step", optimizer)
+            self.call_listeners(model.trainer, "on_before_optimizer_step", optimizer)
             return result
 
         return optimizer.step(closure=closure_then_hook, **kwargs)

@@ -7,9 +7,11 @@ weight changes by exactly -lr times its gradient. Two runs from the same weights
 one with the option and one without, then differ in D's update by -lr times the option's term."""
 
 import functools
+import types
 
 import lightning as L
 from lightning.pytorch.plugins import MixedPrecision
+from lightning.pytorch.profilers import PassThroughProfiler
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -259,3 +261,31 @@ def test_the_training_scalars_stay_for_callbacks_and_the_progress_bar_between_lo
     # logged at steps 3 and 6 (every 3) and 7 (the run's last); held in between
     assert losses[:2] == [None, None]
     assert losses[2] == losses[3] == losses[4] and len({losses[2], losses[5], losses[6]}) == 3
+
+
+def test_the_fp32_plugin_reaches_the_listeners_of_the_trainer_it_serves_now():
+    # Who listens is worked out once and kept: a callback added to the list, a new list (Lightning
+    # builds one at every fit) or another module is seen at the next call.
+    class Listener(L.Callback):
+        def __init__(self):
+            self.calls = 0
+
+        def on_after_backward(self, trainer, pl_module):
+            self.calls += 1
+
+    class Module(L.LightningModule):
+        calls = 0
+
+        def on_after_backward(self):
+            self.calls += 1
+
+    first, second, silent = Listener(), Listener(), L.Callback()
+    trainer = types.SimpleNamespace(callbacks=[first, silent], lightning_module=L.LightningModule(), profiler=PassThroughProfiler())
+    plugin, loss = Float32Precision(), torch.tensor(1.0)
+    plugin.post_backward(loss, types.SimpleNamespace(trainer=trainer))
+    trainer.callbacks.append(second)
+    plugin.post_backward(loss, types.SimpleNamespace(trainer=trainer))
+    trainer.callbacks = [second]
+    trainer.lightning_module = module = Module()
+    plugin.post_backward(loss, types.SimpleNamespace(trainer=trainer))
+    assert (first.calls, second.calls, module.calls) == (2, 2, 1)
