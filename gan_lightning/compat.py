@@ -14,7 +14,7 @@ import importlib.util
 import inspect
 import os
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -347,21 +347,25 @@ def _check_epoch_restart() -> None:
 # a hook was suggested in the review of Lightning PR #10575 ("Re-design call_hook interface",
 # merged) and left for later; no upstream issue asks for it. (TorchTNT made the change for its loops,
 # meta-pytorch/tnt PR #455, "Only run callback methods that implement something".)
-def call_hook_on_listeners(trainer, hook: str, listeners: list, module_listens: bool, *args) -> None:
+def call_hook_on_listeners(trainer, hook: str, listeners: list, module_listens: bool, *args, profiled: bool = True) -> None:
     """Call `hook` as Lightning's trainer/call.py would (callbacks in order, then the module), on
-    the given listening callbacks and, when module_listens, on the module."""
+    the given listening callbacks and, when module_listens, on the module; each call inside the
+    trainer's profiler context unless not profiled (the caller knows the profiler records nothing)."""
     module = trainer.lightning_module
     previous = module._current_fx_name
     module._current_fx_name = hook
     try:
         for callback in listeners:
-            with trainer.profiler.profile(f"[Callback]{callback.state_key}.{hook}"):
+            with trainer.profiler.profile(f"[Callback]{callback.state_key}.{hook}") if profiled else NOT_PROFILED:
                 getattr(callback, hook)(trainer, module, *args)
         if module_listens:
-            with trainer.profiler.profile(f"[LightningModule]{type(module).__name__}.{hook}"):
+            with trainer.profiler.profile(f"[LightningModule]{type(module).__name__}.{hook}") if profiled else NOT_PROFILED:
                 getattr(module, hook)(*args)
     finally:
         module._current_fx_name = previous
+
+
+NOT_PROFILED = nullcontext()
 
 
 def _check_hook_calls() -> None:

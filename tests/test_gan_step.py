@@ -11,7 +11,7 @@ import types
 
 import lightning as L
 from lightning.pytorch.plugins import MixedPrecision
-from lightning.pytorch.profilers import PassThroughProfiler
+from lightning.pytorch.profilers import PassThroughProfiler, SimpleProfiler
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -289,3 +289,10 @@ def test_the_fp32_plugin_reaches_the_listeners_of_the_trainer_it_serves_now():
     trainer.lightning_module = module = Module()
     plugin.post_backward(loss, types.SimpleNamespace(trainer=trainer))
     assert (first.calls, second.calls, module.calls) == (2, 2, 1)
+    # Lightning's default profiler records nothing and is left out; any other gets each call.
+    trainer.profiler = SimpleProfiler()
+    plugin.post_backward(loss, types.SimpleNamespace(trainer=trainer))
+    assert (second.calls, module.calls) == (3, 2)
+    recorded = list(trainer.profiler.recorded_durations)  # a callback's name: its class's __qualname__
+    assert [name for name in recorded if name.startswith("[Callback]") and name.endswith("Listener.on_after_backward")]
+    assert "[LightningModule]Module.on_after_backward" in recorded
