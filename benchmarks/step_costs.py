@@ -23,7 +23,9 @@ prints microseconds per GAN step (medians over the timed steps, then over the re
                           gradients before every update)
   logging                 GAN.log_training, averaged over all steps (it runs every log_every_n_steps)
 
-The timers cost about a microsecond each. --iterations-per-step K runs the project with
+The last line estimates project / tuned from the layers alone (1 - their share of the project's own
+step, see overhead()): within one run, so steadier than the ratio of two runs. The timers cost
+about a microsecond each. --iterations-per-step K runs the project with
 optim.iterations_per_step=K: K GAN iterations (one D and one G update each) per training step, so
 that Lightning's loop around a batch is paid once per K iterations; the rows stay per iteration.
 """
@@ -222,6 +224,22 @@ def main(argv=None) -> None:
         print(f"| {label} | {median(row):,.0f} | {100 * median(row) / step:.1f} % |")
     ratios = [t / c["step"] for t, c in zip(tuned, project)]
     print(f"\nproject / tuned (images/s): {statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f})")
+    from_layers = [1 - overhead(c) / c["step"] for c in project]
+    print(f"project / tuned from the layers (1 - their share of the project's own step): "
+          f"{statistics.median(from_layers):.3f} ({min(from_layers):.3f}-{max(from_layers):.3f})")
+
+
+def overhead(costs: dict[str, float]) -> float:
+    """What the project's step holds that the tuned loop's does not: Lightning's loop but the
+    gather (the tuned loop has one), its optimizer and backward layers, the NaN alarm and logging.
+    What remains of GAN.training_step is taken to be the tuned loop's arithmetic: anything else the
+    project does there is missed (BENCHMARKS.md compares the two). As a share of one run's own
+    step, this does not depend on how fast the machine was during that run, as the ratio of two
+    runs one after the other does (+-20 % on this virtual machine)."""
+    return costs["between batches"] - costs["gather"] + sum(costs[row] for row in PER_UPDATE)
+
+
+PER_UPDATE = ("optimizer layers", "backward layers", "NaN alarm", "logging")
 
 
 if __name__ == "__main__":

@@ -78,5 +78,5 @@ def test_the_step_costs_benchmark_prints_its_table_and_undoes_its_timers(mnist_r
     assert "## Microseconds per GAN step, batch 16, optim.iterations_per_step=2" in out
     for row in ("| project, step |", "NaN alarm |", "optimizer layers |", "Lightning's loop between training steps |", "callbacks' batch hooks |"):
         assert row in out
-    assert "nan" not in out and "project / tuned (images/s): " in out
+    assert "nan" not in out and "project / tuned (images/s): " in out and "project / tuned from the layers" in out
     assert [getattr(owner, name) for owner, name in wrapped] == before  # the timers are gone: later runs in this process are plain
