@@ -350,7 +350,7 @@ def _check_epoch_restart() -> None:
 def call_hook_on_listeners(trainer, hook: str, listeners: list, module_listens: bool, *args, profiled: bool = True) -> None:
     """Call `hook` as Lightning's trainer/call.py would (callbacks in order, then the module), on
     the given listening callbacks and, when module_listens, on the module; each call inside the
-    trainer's profiler context unless not profiled (the caller knows the profiler records nothing)."""
+    trainer's profiler context when profiled (False: the caller knows that profiler records nothing)."""
     module = trainer.lightning_module
     previous = module._current_fx_name
     module._current_fx_name = hook

@@ -1,6 +1,6 @@
 """Lightning's fp32 precision plugin, with the per-step hooks called only on those who define them."""
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.plugins import Precision
@@ -21,6 +21,16 @@ def listeners(trainer: Trainer, hook: str) -> list[Callback]:
     return [callback for callback in trainer.callbacks if defines(callback, Callback, hook)]
 
 
+class Listening(NamedTuple):
+    """Who listens to a hook, and the trainer's callback list (and its length) and module it was read from."""
+
+    callbacks: list[Callback]
+    count: int
+    module: LightningModule
+    listeners: list[Callback]
+    module_listens: bool
+
+
 class Float32Precision(Precision):
     """trainer.precision=32-true, as Lightning's own plugin, except that on_before_backward,
     on_after_backward and on_before_optimizer_step reach only the module and the callbacks that
@@ -36,17 +46,19 @@ class Float32Precision(Precision):
 
     def __init__(self) -> None:
         super().__init__()
-        self.listening: dict[str, tuple] = {}  # hook -> (callback list, its length, module, listening callbacks, module listens)
+        self.listening: dict[str, Listening] = {}  # per hook
 
     def call_listeners(self, trainer: Trainer, hook: str, *args: Any) -> None:
         callbacks, module = trainer.callbacks, trainer.lightning_module
         known = self.listening.get(hook)
-        if known is None or known[0] is not callbacks or known[1] != len(callbacks) or known[2] is not module:
-            known = self.listening[hook] = (callbacks, len(callbacks), module, listeners(trainer, hook), defines(module, LightningModule, hook))
-        if known[3] or known[4]:
+        if known is None or known.callbacks is not callbacks or known.count != len(callbacks) or known.module is not module:
+            known = self.listening[hook] = Listening(callbacks, len(callbacks), module, listeners(trainer, hook),
+                                                     defines(module, LightningModule, hook))
+        if known.listeners or known.module_listens:
             # Lightning's default profiler records nothing: no context and record name per call
             # (~10 us an update inside a training step); trainer.profiler=simple gets them all.
-            call_hook_on_listeners(trainer, hook, known[3], known[4], *args, profiled=not isinstance(trainer.profiler, PassThroughProfiler))
+            call_hook_on_listeners(trainer, hook, known.listeners, known.module_listens, *args,
+                                   profiled=not isinstance(trainer.profiler, PassThroughProfiler))
 
     def pre_backward(self, tensor: Tensor, module: LightningModule) -> Tensor:
         self.call_listeners(module.trainer, "on_before_backward", tensor)
