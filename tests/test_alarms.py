@@ -88,14 +88,15 @@ def test_with_fused_adam_a_bad_update_is_skipped_on_the_device_and_the_step_stop
             alarm.on_train_batch_end(trainer, module)
     update("loss_g", 0.5, [1.0, 1.0, 1.0])
     alarm.on_train_batch_end(trainer, module)  # after a caught error, a good step passes again
-    # A step of more updates than the flags first kept (d_steps=5 x iterations_per_step=4: 24): a
-    # bad update past them is still skipped and named, the earlier ones' flags kept.
+    # A step of more updates than the flags first kept (35 here; d_steps=5 with iterations_per_step=6
+    # makes 36): bad updates past them are still skipped, the first one named.
+    bad = (NonFiniteAlarm.FIRST_FLAGS + 1, 2 * NonFiniteAlarm.FIRST_FLAGS + 1)
     for i in range(2 * NonFiniteAlarm.FIRST_FLAGS + 3):
         trainer.global_step = 100 + i
         before = weight.detach().clone()
-        update("loss_d", 0.7, [1.0, float("nan"), 1.0] if i in (NonFiniteAlarm.FIRST_FLAGS + 1, 2 * NonFiniteAlarm.FIRST_FLAGS + 1) else [1.0, 1.0, 1.0])
-        assert torch.equal(weight, before) is (i in (NonFiniteAlarm.FIRST_FLAGS + 1, 2 * NonFiniteAlarm.FIRST_FLAGS + 1))
-    with pytest.raises(NonFiniteError, match=rf"step {100 + NonFiniteAlarm.FIRST_FLAGS + 1} \(epoch 2\): loss_d is finite"):
+        update("loss_d", 0.7, [1.0, float("nan"), 1.0] if i in bad else [1.0, 1.0, 1.0])
+        assert torch.equal(weight, before) is (i in bad)
+    with pytest.raises(NonFiniteError, match=rf"step {100 + bad[0]} \(epoch 2\): loss_d is finite"):
         alarm.on_train_batch_end(trainer, module)
     update("loss_g", 0.5, [1.0, 1.0, 1.0])
     alarm.on_train_batch_end(trainer, module)
