@@ -239,7 +239,7 @@ class GAN(L.LightningModule):
         opt_d.step()
         self.last_loss = ("loss_g", loss_g)
         opt_g.step()
-        grad_norm_g = torch.nn.utils.get_total_norm([p.grad for p in self.generator.parameters() if p.grad is not None]) if measure else None
+        grad_norm_g = self.generator_grad_norm() if measure else None
         return {"loss_d": loss_d, "real_logits": real_logits, "fake_logits": fake_logits, "penalties": {}}, loss_g, grad_norm_g
 
     def logging_step(self) -> bool:
@@ -325,7 +325,11 @@ class GAN(L.LightningModule):
         # After the step: in fp16 mixed precision the gradient scaler has then unscaled the
         # gradients in place (inf or NaN when it skipped this step for an overflow: clipping turns inf into NaN), so this is G's true
         # gradient norm (clipped, if optim.clip_grad_norm_g asks), not one multiplied by the loss scale.
-        return loss_g, torch.nn.utils.get_total_norm([p.grad for p in self.generator.parameters() if p.grad is not None])
+        return loss_g, self.generator_grad_norm()
+
+    def generator_grad_norm(self) -> torch.Tensor:
+        """The total norm of G's gradients (train/grad_norm_g), read after G's update."""
+        return torch.nn.utils.get_total_norm([p.grad for p in self.generator.parameters() if p.grad is not None])
 
     def on_before_optimizer_step(self, optimizer) -> None:
         """Gradient clipping (optim.clip_grad_norm_d / _g). Lightning calls this inside opt.step(),
