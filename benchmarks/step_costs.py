@@ -236,10 +236,10 @@ def overhead(costs: dict[str, float]) -> float:
     project does there is missed (BENCHMARKS.md compares the two). As a share of one run's own
     step, this does not depend on how fast the machine was during that run, as the ratio of two
     runs one after the other does (+-20 % on this virtual machine)."""
-    return costs["between batches"] - costs["gather"] + sum(costs[row] for row in PER_UPDATE)
+    return costs["between batches"] - costs["gather"] + sum(costs[row] for row in STEP_LAYERS)
 
 
-PER_UPDATE = ("optimizer layers", "backward layers", "NaN alarm", "logging")
+STEP_LAYERS = ("optimizer layers", "backward layers", "NaN alarm", "logging")  # the parts of GAN.training_step the tuned loop lacks
 
 
 if __name__ == "__main__":
