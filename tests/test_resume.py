@@ -37,7 +37,12 @@ def run(tmp_path: Path, name: str, overrides: list[str], callbacks=()) -> dict:
     """Train in this process with the config train.py would compose; returns the last checkpoint."""
     out = tmp_path / name
     train_here(*FAST, "trainer.max_epochs=2", *overrides, run_dir=out, extra_callbacks=callbacks)
-    return torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    return last(out)
+
+
+def last(run_dir: Path) -> dict:
+    """A run's last checkpoint."""
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
 
 
 def assert_same_training_state(resumed: dict, uninterrupted: dict, steps: int = 2 * BATCHES) -> None:
@@ -124,10 +129,6 @@ def ten_steps(mnist_root, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("ten_steps")
     train_here(f"data.root={mnist_root}", *FAST, *STEPS, "trainer.max_steps=10", run_dir=run_dir)
     return run_dir
-
-
-def last(run_dir: Path) -> dict:
-    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
 
 
 def test_a_run_that_max_steps_stopped_within_an_epoch_goes_on_from_there_with_a_larger_max_steps(mnist_root, tmp_path, ten_steps):
