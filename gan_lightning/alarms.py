@@ -52,8 +52,9 @@ class NonFiniteAlarm(L.Callback):
     loss and the gradients) sets its own flag on the device, the optimizer skips an update whose
     flag is set, and the flags are read when the step ends (on_train_batch_end, before any
     checkpoint or logged scalar is written): one host sync per step, however many updates it makes
-    (optim.d_steps, optim.iterations_per_step). The error then names the first bad update; updates
-    after it in the same step, with finite gradients, were applied, and nothing is saved.
+    (optim.d_steps, optim.iterations_per_step). The error then names the first bad update (which of
+    the step's updates, and in which iteration); updates after it in the same step, with finite
+    gradients, were applied, and nothing is saved.
     Otherwise (another optimizer, fp16 loss scaling) the check syncs before every update.
     """
 
@@ -121,18 +122,31 @@ class NonFiniteAlarm(L.Callback):
         flags = self.flags[: len(deferred)].tolist()  # the one sync per step; all 0. unless this step raises
         if not any(flags):
             return
-        name, loss_value, step = deferred[next(i for i, f in enumerate(flags) if f)]
+        first = next(i for i, f in enumerate(flags) if f)
+        name, loss_value, step = deferred[first]
         self.flags.zero_()  # should the run go on (caught), the next step's updates start unflagged
         if torch.isfinite(loss_value):
             what = f"{name} is finite ({loss_value.item():.4g}) but a gradient behind it is inf or NaN"
         else:
             what = f"{name} is {loss_value.item()}"
-        raise NonFiniteError(self.message(trainer, step, what))
+        raise NonFiniteError(self.message(trainer, step, what, which_update(first, [d[0] for d in deferred], getattr(pl_module, "iterations", 1))))
 
     @staticmethod
-    def message(trainer: L.Trainer, step: int, what: str) -> str:
-        return (f"non-finite training at step {step} (epoch {trainer.current_epoch}): {what}. "
+    def message(trainer: L.Trainer, step: int, what: str, where: str = "") -> str:
+        return (f"non-finite training at step {step} (epoch {trainer.current_epoch}){where}: {what}. "
                 f"Training stopped before this update; {last_good_checkpoint(trainer)}.")
+
+
+def which_update(index: int, names: list[str], iterations: int) -> str:
+    """', update 5 of the step's 16 (iteration 3 of 8)' for the update at index (from 0) among a
+    step's updates (the names of their losses) in that many GAN iterations; '' when its loss's name
+    alone tells it apart (one D and one G update per step, the default)."""
+    if names.count(names[index]) <= 1:
+        return ""
+    where = f", update {index + 1} of the step's {len(names)}"
+    if iterations > 1 and len(names) % iterations == 0:
+        where += f" (iteration {index // (len(names) // iterations) + 1} of {iterations})"
+    return where
 
 
 def non_finite(grads: list[torch.Tensor], loss: torch.Tensor) -> torch.Tensor:

@@ -31,6 +31,16 @@ def test_planted_nan_stops_the_run_naming_step_and_loss_and_keeps_the_last_good_
     assert torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 16
 
 
+def test_in_a_step_of_several_iterations_the_alarm_names_the_bad_update_and_its_iteration(train_in_process, monkeypatch):
+    # optim.d_steps=2 x optim.iterations_per_step=2: a step is the updates D D G D D G. The 7th D
+    # loss is the second step's third: its update 4 of 6, in iteration 2.
+    monkeypatch.setattr("tests.planted.calls", 0)
+    with pytest.raises(NonFiniteError, match=r"non-finite training at step 1 \(epoch 0\), update 4 of the step's 6 \(iteration 2 of 2\): "
+                                             r"loss_d is nan\. Training stopped before this update"):
+        train_in_process("eval=none", "optim.d_steps=2", "optim.iterations_per_step=2",
+                         "loss.discriminator._target_=tests.planted.discriminator_loss_nan_at_call", "+loss.discriminator.call=7")
+
+
 def fake_trainer(**metrics):
     return types.SimpleNamespace(global_step=40, current_epoch=2, checkpoint_callbacks=[], loggers=[], log_every_n_steps=10,
                                  is_global_zero=True, should_stop=False,
@@ -96,7 +106,7 @@ def test_with_fused_adam_a_bad_update_is_skipped_on_the_device_and_the_step_stop
         before = weight.detach().clone()
         update("loss_d", 0.7, [1.0, float("nan"), 1.0] if i in bad else [1.0, 1.0, 1.0])
         assert torch.equal(weight, before) is (i in bad)
-    with pytest.raises(NonFiniteError, match=rf"step {100 + bad[0]} \(epoch 2\): loss_d is finite"):
+    with pytest.raises(NonFiniteError, match=rf"step {100 + bad[0]} \(epoch 2\), update {bad[0] + 1} of the step's {2 * NonFiniteAlarm.FIRST_FLAGS + 3}: loss_d is finite"):
         alarm.on_train_batch_end(trainer, module)
     update("loss_g", 0.5, [1.0, 1.0, 1.0])
     alarm.on_train_batch_end(trainer, module)
