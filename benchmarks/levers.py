@@ -13,6 +13,8 @@ Variants (each adds to `base`, the plain loop of benchmarks/throughput.py):
   cat+frozen+fused+compile_steps  fused Adam and torch.compile of G, of the D step's D pass and loss,
                                   and of the G step's D pass and loss (whole-step graphs; the G
                                   forward stays apart, its graph is used by both backward passes)
+  cat+frozen+fused+bf16           fused Adam, the forward passes under bf16 autocast (trainer.precision=bf16-mixed)
+  cat+frozen+fused+compile_steps+bf16   both: inductor may fuse autocast's casts into its kernels
 """
 
 import argparse
@@ -35,23 +37,27 @@ from gan_lightning.module import frozen  # noqa: E402
 from gan_lightning.networks import MLPDiscriminator, MLPGenerator  # noqa: E402
 
 VARIANTS = ["base", "cat", "frozen", "cat+frozen", "cat+frozen+foreach", "cat+frozen+fused", "cat+frozen+compile",
-            "cat+frozen+fused+compile", "cat+frozen+fused+compile_steps"]
+            "cat+frozen+fused+compile", "cat+frozen+fused+compile_steps", "cat+frozen+fused+bf16", "cat+frozen+fused+compile_steps+bf16"]
 
 
 def run(variant: str, data: torch.Tensor, batch_size: int, steps: int, warmup: int) -> float:
     torch.manual_seed(0)
     G, D = MLPGenerator(), MLPDiscriminator()
-    adam = {"foreach": True} if "foreach" in variant else {"fused": True} if "fused" in variant else {}
+    levers = set(variant.split("+"))
+    adam = {"foreach": True} if "foreach" in levers else {"fused": True} if "fused" in levers else {}
     opt_g = torch.optim.Adam(G.parameters(), lr=LR, betas=BETAS, **adam)
     opt_d = torch.optim.Adam(D.parameters(), lr=LR, betas=BETAS, **adam)
-    g, d = (torch.compile(G), torch.compile(D)) if variant.endswith("+compile") else (G, D)
+    g, d = (torch.compile(G), torch.compile(D)) if "compile" in levers else (G, D)
+    compile_steps = "compile_steps" in levers
+    # as Lightning's bf16-mixed: autocast around the forward passes, without its weight cache
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled="bf16" in levers, cache_enabled=False)
 
     def d_step(real, fake):
-        real_logits, fake_logits = D(torch.cat([real, fake])).split(batch_size)
+        real_logits, fake_logits = D(torch.cat([real, fake])).float().split(batch_size)
         return gan_discriminator_loss(real_logits, fake_logits)
 
     def g_step(fake):
-        return non_saturating_generator_loss(D(fake))
+        return non_saturating_generator_loss(D(fake).float())
 
     compiled_g, compiled_d_step, compiled_g_step = torch.compile(G), torch.compile(d_step), torch.compile(g_step)
     times = []
@@ -59,22 +65,22 @@ def run(variant: str, data: torch.Tensor, batch_size: int, steps: int, warmup: i
         order = torch.randperm(len(data))
         for i in range(len(data) // batch_size):
             real = data[order[i * batch_size : (i + 1) * batch_size]]
-            compile_steps = variant.endswith("compile_steps")
-            if compile_steps:
-                fake = compiled_g(torch.randn(batch_size, G.latent_dim))
-                loss_d = compiled_d_step(real, fake.detach())
-            else:
-                fake = g(torch.randn(batch_size, G.latent_dim))
-                if "cat" in variant:
-                    real_logits, fake_logits = d(torch.cat([real, fake.detach()])).split(batch_size)
+            with autocast:
+                if compile_steps:
+                    fake = compiled_g(torch.randn(batch_size, G.latent_dim))
+                    loss_d = compiled_d_step(real, fake.detach())
                 else:
-                    real_logits, fake_logits = d(real), d(fake.detach())
-                loss_d = gan_discriminator_loss(real_logits, fake_logits)
+                    fake = g(torch.randn(batch_size, G.latent_dim))
+                    if "cat" in levers:
+                        real_logits, fake_logits = d(torch.cat([real, fake.detach()])).float().split(batch_size)
+                    else:
+                        real_logits, fake_logits = d(real).float(), d(fake.detach()).float()
+                    loss_d = gan_discriminator_loss(real_logits, fake_logits)
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()
-            with frozen(D) if compile_steps or "frozen" in variant else contextlib.nullcontext():
-                loss_g = compiled_g_step(fake) if compile_steps else non_saturating_generator_loss(d(fake))
+            with frozen(D) if compile_steps or "frozen" in levers else contextlib.nullcontext(), autocast:
+                loss_g = compiled_g_step(fake) if compile_steps else non_saturating_generator_loss(d(fake).float())
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             opt_g.step()
