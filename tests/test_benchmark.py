@@ -1,4 +1,5 @@
-"""benchmarks/throughput.py and step_costs.py run end to end in their --tiny setting and print their tables (no timings checked).
+"""benchmarks/throughput.py and step_costs.py run end to end in their --tiny setting and print their tables, and
+levers.py's bf16 variant trains (no timings checked).
 
 The scripts run in this process (a subprocess would only add its imports); what they change for their own
 process (torch threads, warning filters, logger levels) is put back afterwards."""
@@ -80,3 +81,9 @@ def test_the_step_costs_benchmark_prints_its_table_and_undoes_its_timers(mnist_r
         assert row in out
     assert "nan" not in out and "project / tuned (images/s): " in out and "project / tuned from the layers" in out
     assert [getattr(owner, name) for owner, name in wrapped] == before  # the timers are gone: later runs in this process are plain
+
+
+def test_the_levers_benchmark_runs_its_bf16_variant():
+    levers = load_benchmark("levers")
+    data = torch.rand(64, 1, 28, 28) * 2 - 1  # images as scale_to_tanh_range leaves them
+    assert levers.run("cat+frozen+fused+bf16", data, batch_size=8, steps=3, warmup=1) > 0
