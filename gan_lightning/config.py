@@ -12,6 +12,8 @@ class ConfigError(ValueError):
 PRECISIONS = ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true", "64-true", "64",
               "transformer-engine", "transformer-engine-float16")
 
+MATMUL_PRECISIONS = ("highest", "high", "medium")  # what torch.set_float32_matmul_precision takes
+
 # key -> (test, allowed range as shown to the user)
 RULES = {
     "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool), "null or an integer"),
@@ -29,6 +31,7 @@ RULES = {
     "data.on_device": (lambda v: v in ("auto", True, False), "auto, true or false"),
     # the values Lightning 2.6 takes; it would fail with a traceback on others
     "trainer.precision": (lambda v: str(v) in PRECISIONS, ", ".join(PRECISIONS)),
+    "matmul_precision": (lambda v: v in MATMUL_PRECISIONS, "highest, high or medium"),
     "model.latent_dim": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
     "model.hidden_dim": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
     "model.channels": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),

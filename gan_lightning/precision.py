@@ -1,6 +1,10 @@
-"""Lightning's fp32 precision plugin, with the per-step hooks called only on those who define them."""
+"""Lightning's fp32 precision plugin, with the per-step hooks called only on those who define them;
+torch's precision of fp32 matrix products for a block of code."""
 
-from typing import Any, Callable, NamedTuple
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, NamedTuple
+
+import torch
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.plugins import Precision
@@ -8,6 +12,22 @@ from lightning.pytorch.profilers import PassThroughProfiler
 from torch import Tensor
 
 from gan_lightning.compat import call_hook_on_listeners
+
+
+@contextmanager
+def matmul_precision(value: str | None) -> Iterator[None]:
+    """torch.set_float32_matmul_precision(value) inside the block, the setting before it restored
+    after (None: left as it is). It is process-wide: a run must not leave it to the next job of a
+    sweep or to the code that called train()."""
+    if value is None:
+        yield
+        return
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(value)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
 
 
 def defines(obj, base: type, hook: str) -> bool:

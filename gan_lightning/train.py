@@ -29,7 +29,7 @@ from gan_lightning.checkpoint import AtomicCheckpointIO, CheckpointError, check_
 from gan_lightning.config import ConfigError, pick, validate
 from gan_lightning.data import DataError, MNISTNotFoundError
 from gan_lightning.metrics.inception import InceptionUnavailable
-from gan_lightning.precision import Float32Precision
+from gan_lightning.precision import Float32Precision, matmul_precision
 from gan_lightning.runfolder import slurm_batch_job
 from gan_lightning.summary import nothing_of_its_own, write_summary
 from gan_lightning.sweeps import newest_checkpoint, run_sweep_job
@@ -176,6 +176,11 @@ def train(cfg: DictConfig, extra_callbacks: list = ()) -> float | None:
     extra_callbacks are added to the configured ones (benchmarks/throughput.py times steps so).
     A SIGTERM or SIGUSR1 ends it with Interrupted, after the checkpoint to resume from is saved."""
     validate(cfg)
+    with matmul_precision(cfg.get("matmul_precision")):
+        return train_validated(cfg, extra_callbacks)
+
+
+def train_validated(cfg: DictConfig, extra_callbacks: list) -> float | None:
     compat.check()  # the internals the workarounds rely on are there
     datamodule = instantiate(cfg.data.datamodule)
     ckpt_path = resume_from(cfg, datamodule.images_per_step)

@@ -81,6 +81,7 @@ def test_the_default_config_builds_the_reference_gan():
                                                "the GAN's manual optimization), got 2"),
         ("loss.d_output=logit", "loss.d_output must be probability, margin or score, got 'logit'"),
         ("model.output_range=[1,-1]", "model.output_range must be two numbers [low, high] with low < high, got [1, -1]"),
+        ("matmul_precision=low", "matmul_precision must be highest, high or medium, got 'low'"),
     ],
 )
 def test_impossible_values_name_the_key_and_the_allowed_range(override, expected):

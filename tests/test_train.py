@@ -230,6 +230,33 @@ def test_same_seed_same_losses_other_seed_other_losses(train_in_process, tmp_pat
     assert losses["a"] != losses["c"]
 
 
+class MatmulPrecisionProbe(L.Callback):
+    """torch's precision of fp32 matrix products where the training steps run."""
+
+    def __init__(self):
+        self.seen = {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.seen["training"] = torch.get_float32_matmul_precision()
+
+
+def test_matmul_precision_holds_for_the_training_steps_not_for_the_evaluation_nor_after_the_run(train_in_process, monkeypatch):
+    from gan_lightning.metrics.callback import EvaluateGenerator
+
+    probe, evaluate = MatmulPrecisionProbe(), EvaluateGenerator.evaluate
+
+    def probed_evaluate(self, trainer, pl_module):
+        probe.seen["evaluation"] = torch.get_float32_matmul_precision()
+        return evaluate(self, trainer, pl_module)
+
+    monkeypatch.setattr(EvaluateGenerator, "evaluate", probed_evaluate)
+    before = torch.get_float32_matmul_precision()
+    fid = train_in_process("matmul_precision=medium", extra_callbacks=[probe])
+    assert fid is not None  # the evaluation ran
+    assert probe.seen == {"training": "medium", "evaluation": "highest"}  # fid_mnist measured as in any other run
+    assert torch.get_float32_matmul_precision() == before  # not left to the next job of a sweep
+
+
 def test_an_impossible_value_fails_before_training_with_one_line(mnist_root, tmp_path):
     """The command line's side of every refused value (the values themselves: tests/test_config.py)."""
     result = run_train(f"data.root={mnist_root}", f"hydra.run.dir={tmp_path / 'outputs' / 'runs' / 'run'}", "optim.lr_g=0")

@@ -9,6 +9,7 @@ from gan_lightning.data import MNISTNotFoundError, load_mnist_images
 from gan_lightning.metrics.inception import inception_fid
 from gan_lightning.metrics.parzen import generator_parzen, mnist_valid_test
 from gan_lightning.metrics.quality import SampleQuality, fixed_noise, generated_batches
+from gan_lightning.precision import matmul_precision
 
 
 class EvaluateGenerator(L.Callback):
@@ -71,7 +72,9 @@ class EvaluateGenerator(L.Callback):
             # layers from the global RNG): a run evaluated after epoch k, being the last, and
             # resumed from there draws the noise of a run that went on without evaluating.
             cuda = [pl_module.device] if pl_module.device.type == "cuda" else []
-            with torch.random.fork_rng(devices=cuda):
+            # Exact fp32 products whatever matmul_precision trains with: fid_mnist of runs with
+            # different settings stays comparable (the classifier's features are matrix products).
+            with torch.random.fork_rng(devices=cuda), matmul_precision("highest"):
                 metrics = self.evaluate(trainer, pl_module)
             # The metrics are the same value on every process already (see the class docstring);
             # sync_dist averages those identical values (exactly) and keeps Lightning from warning.
