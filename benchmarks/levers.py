@@ -15,6 +15,8 @@ Variants (each adds to `base`, the plain loop of benchmarks/throughput.py):
                                   forward stays apart, its graph is used by both backward passes)
   cat+frozen+fused+bf16           fused Adam, the forward passes under bf16 autocast (trainer.precision=bf16-mixed)
   cat+frozen+fused+compile_steps+bf16   both: inductor may fuse autocast's casts into its kernels
+  cat+frozen+fused+medium         fused Adam, fp32 throughout, torch.set_float32_matmul_precision("medium")
+                                  (matmul_precision=medium: bf16 inside the matrix products on a CPU with AMX)
 """
 
 import argparse
@@ -35,12 +37,19 @@ from gan_lightning.data import load_mnist_images, scale_to_tanh_range  # noqa: E
 from gan_lightning.losses import gan_discriminator_loss, non_saturating_generator_loss  # noqa: E402
 from gan_lightning.module import frozen  # noqa: E402
 from gan_lightning.networks import MLPDiscriminator, MLPGenerator  # noqa: E402
+from gan_lightning.precision import matmul_precision  # noqa: E402
 
 VARIANTS = ["base", "cat", "frozen", "cat+frozen", "cat+frozen+foreach", "cat+frozen+fused", "cat+frozen+compile",
-            "cat+frozen+fused+compile", "cat+frozen+fused+compile_steps", "cat+frozen+fused+bf16", "cat+frozen+fused+compile_steps+bf16"]
+            "cat+frozen+fused+compile", "cat+frozen+fused+compile_steps", "cat+frozen+fused+bf16", "cat+frozen+fused+compile_steps+bf16",
+            "cat+frozen+fused+medium"]
 
 
 def run(variant: str, data: torch.Tensor, batch_size: int, steps: int, warmup: int) -> float:
+    with matmul_precision("medium" if "medium" in variant.split("+") else "highest"):
+        return run_levers(variant, data, batch_size, steps, warmup)
+
+
+def run_levers(variant: str, data: torch.Tensor, batch_size: int, steps: int, warmup: int) -> float:
     torch.manual_seed(0)
     G, D = MLPGenerator(), MLPDiscriminator()
     levers = set(variant.split("+"))

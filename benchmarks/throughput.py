@@ -63,7 +63,9 @@ from torchvision.datasets import MNIST  # noqa: E402
 import gan_lightning.data  # noqa: E402
 from gan_lightning import losses  # noqa: E402
 from gan_lightning.data import MNISTDataModule, load_mnist_images, scale_to_tanh_range  # noqa: E402
+from gan_lightning.config import MATMUL_PRECISIONS  # noqa: E402
 from gan_lightning.networks import MLPDiscriminator, MLPGenerator  # noqa: E402
+from gan_lightning.precision import matmul_precision  # noqa: E402
 from gan_lightning.train import CONFIG_DIR, train  # noqa: E402
 
 GENERATOR_LOSSES = {
@@ -365,6 +367,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where plain, project and common train (data and DDP: see README)")
     p.add_argument("--precision", choices=["32-true", "bf16-mixed", "16-mixed"], default="32-true", help="trainer.precision of plain, project and common")
+    p.add_argument("--matmul-precision", choices=MATMUL_PRECISIONS, default="highest",
+                   help="torch.set_float32_matmul_precision of every contender (the project's matmul_precision)")
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="time steps by wall time, or by this process's CPU time (a busy machine; use with --threads 1)")
     p.add_argument("--tiny", action="store_true", help="a few steps of one small batch size, one repeat (for tests)")
     p.add_argument("--json", default=None, help="also write every measurement to this file")
@@ -406,7 +410,8 @@ def main(argv=None) -> None:
         args.ddp = False  # DDP on GPUs needs two of them
         print("# --device cuda with one GPU: the DDP comparison is left out")
     # the project on the chosen device and precision (after project_run's trainer.accelerator=cpu)
-    args.project_override = [f"trainer.accelerator={'gpu' if args.device == 'cuda' else 'cpu'}", f"trainer.precision={args.precision}", *args.project_override]
+    args.project_override = [f"trainer.accelerator={'gpu' if args.device == 'cuda' else 'cpu'}", f"trainer.precision={args.precision}",
+                             f"matmul_precision={args.matmul_precision}", *args.project_override]
     args.data_root = str(Path(args.data_root).resolve())
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -417,7 +422,7 @@ def main(argv=None) -> None:
 
     print(f"# torch {torch.__version__}, lightning {L.__version__}, torch threads {torch.get_num_threads()}, "
           f"nproc {os.cpu_count()}, device {args.device}" + (f" ({torch.cuda.get_device_name()})" if args.device == "cuda" else "")
-          + f", precision {args.precision}, clock {args.clock}, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+          + f", precision {args.precision}, matmul precision {args.matmul_precision}, clock {args.clock}, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"# {args.repeats} repeats x {args.steps} timed steps after {args.warmup} warm-up steps; data: {args.data_root}")
     if args.project_override:
         print(f"# project overrides: {' '.join(args.project_override)}")
@@ -440,12 +445,14 @@ def main(argv=None) -> None:
                 for name in ("tuned", "plain", "project", "common"):
                     if name not in args.contenders:
                         continue
-                    if name in ("tuned", "plain"):
-                        rate = plain_loop(images, batch_size, loss, args.steps, args.warmup, args.device, args.precision, tuned=name == "tuned")
-                    elif name == "project":
+                    if name == "project":  # train() sets its matmul_precision itself
                         rate = project_run(args.data_root, batch_size, loss, args.steps, args.warmup, workdir, args.project_override)
                     else:
-                        rate = common_run(args.data_root, batch_size, loss, args.steps, args.warmup, workdir, args.device, args.precision)
+                        with matmul_precision(args.matmul_precision):
+                            if name in ("tuned", "plain"):
+                                rate = plain_loop(images, batch_size, loss, args.steps, args.warmup, args.device, args.precision, tuned=name == "tuned")
+                            else:
+                                rate = common_run(args.data_root, batch_size, loss, args.steps, args.warmup, workdir, args.device, args.precision)
                     results.setdefault((name, batch_size, loss), []).append(rate)
                 for name, overrides in variants.items():
                     rate = project_run(args.data_root, batch_size, loss, args.steps, args.warmup, workdir, args.project_override + overrides)

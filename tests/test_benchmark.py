@@ -1,5 +1,5 @@
 """benchmarks/throughput.py and step_costs.py run end to end in their --tiny setting and print their tables, and
-levers.py's bf16 variant trains (no timings checked).
+levers.py's bf16 and medium-matmul variants train (no timings checked).
 
 The scripts run in this process (a subprocess would only add its imports); what they change for their own
 process (torch threads, warning filters, logger levels) is put back afterwards."""
@@ -8,6 +8,7 @@ import importlib.util
 import logging
 import warnings
 
+import pytest
 import torch
 from hydra.utils import instantiate
 
@@ -47,8 +48,10 @@ def run_throughput(*args: str) -> None:
 def test_throughput_benchmark_runs_and_prints_the_tables(mnist_root, capsys):
     # --no-ddp: the DDP comparison starts train.py three times (seconds of imports each); its runs are
     # checked below, and its step timer in a 2-process run in tests/test_train.py
-    run_throughput("--data-root", str(mnist_root), "--no-ddp")
+    run_throughput("--data-root", str(mnist_root), "--no-ddp", "--matmul-precision", "medium")
     out = capsys.readouterr().out
+    assert "matmul precision medium" in out
+    assert torch.get_float32_matmul_precision() == "highest"  # every contender set it for its run only
     assert "| batch | loss | (0) tuned loop | (1) plain loop | (2) project | (4) common example | (2)/(0) median (min-max) | (2)/(1) | (2)/(4) |" in out
     assert "| 16 | non_saturating |" in out
     assert "(3a) torchvision per-sample" in out and "\n| 16 | " in out
@@ -83,7 +86,9 @@ def test_the_step_costs_benchmark_prints_its_table_and_undoes_its_timers(mnist_r
     assert [getattr(owner, name) for owner, name in wrapped] == before  # the timers are gone: later runs in this process are plain
 
 
-def test_the_levers_benchmark_runs_its_bf16_variant():
+@pytest.mark.parametrize("variant", ["cat+frozen+fused+bf16", "cat+frozen+fused+medium"])
+def test_the_levers_benchmark_runs_its_bf16_and_medium_matmul_variants(variant):
     levers = load_benchmark("levers")
     data = torch.rand(64, 1, 28, 28) * 2 - 1  # images as scale_to_tanh_range leaves them
-    assert levers.run("cat+frozen+fused+bf16", data, batch_size=8, steps=3, warmup=1) > 0
+    assert levers.run(variant, data, batch_size=8, steps=3, warmup=1) > 0
+    assert torch.get_float32_matmul_precision() == "highest"
