@@ -5,7 +5,6 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator, NamedTuple
 
 import torch
-
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.plugins import Precision
 from lightning.pytorch.profilers import PassThroughProfiler
