@@ -21,12 +21,20 @@ def matmul_precision(value: str | None) -> Iterator[None]:
     if value is None:
         yield
         return
-    before = torch.get_float32_matmul_precision()
+    try:
+        before = torch.get_float32_matmul_precision()
+        restore = lambda: torch.set_float32_matmul_precision(before)  # noqa: E731
+    except RuntimeError:
+        # The process set torch's per-backend settings (torch >= 2.9: torch.backends.<backend>.matmul.
+        # fp32_precision) to different values, which the one-word getter refuses to sum up: keep those.
+        backends = (torch.backends.cuda.matmul, torch.backends.mkldnn.matmul)
+        saved = [backend.fp32_precision for backend in backends]
+        restore = lambda: [setattr(backend, "fp32_precision", p) for backend, p in zip(backends, saved)]  # noqa: E731
     torch.set_float32_matmul_precision(value)
     try:
         yield
     finally:
-        torch.set_float32_matmul_precision(before)
+        restore()
 
 
 def defines(obj, base: type, hook: str) -> bool:

@@ -257,6 +257,20 @@ def test_matmul_precision_holds_for_the_training_steps_not_for_the_evaluation_no
     assert torch.get_float32_matmul_precision() == before  # not left to the next job of a sweep
 
 
+@pytest.mark.skipif(not hasattr(torch.backends.mkldnn.matmul, "fp32_precision"), reason="torch < 2.9 has no per-backend setting")
+def test_matmul_precision_keeps_a_setting_made_with_torchs_per_backend_api():
+    from gan_lightning.precision import matmul_precision
+
+    cuda = torch.backends.cuda.matmul.fp32_precision
+    try:
+        torch.backends.mkldnn.matmul.fp32_precision = "bf16"  # only the CPU's: get_float32_matmul_precision() now raises
+        with matmul_precision("highest"):  # as the evaluation callback does
+            assert torch.get_float32_matmul_precision() == "highest"
+        assert (torch.backends.mkldnn.matmul.fp32_precision, torch.backends.cuda.matmul.fp32_precision) == ("bf16", cuda)
+    finally:
+        torch.set_float32_matmul_precision("highest")
+
+
 def test_an_impossible_value_fails_before_training_with_one_line(mnist_root, tmp_path):
     """The command line's side of every refused value (the values themselves: tests/test_config.py)."""
     result = run_train(f"data.root={mnist_root}", f"hydra.run.dir={tmp_path / 'outputs' / 'runs' / 'run'}", "optim.lr_g=0")
