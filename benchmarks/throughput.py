@@ -62,8 +62,8 @@ from torchvision.datasets import MNIST  # noqa: E402
 
 import gan_lightning.data  # noqa: E402
 from gan_lightning import losses  # noqa: E402
-from gan_lightning.data import MNISTDataModule, load_mnist_images, scale_to_tanh_range  # noqa: E402
 from gan_lightning.config import MATMUL_PRECISIONS  # noqa: E402
+from gan_lightning.data import MNISTDataModule, load_mnist_images, scale_to_tanh_range  # noqa: E402
 from gan_lightning.networks import MLPDiscriminator, MLPGenerator  # noqa: E402
 from gan_lightning.precision import matmul_precision  # noqa: E402
 from gan_lightning.train import CONFIG_DIR, train  # noqa: E402
