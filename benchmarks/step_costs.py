@@ -3,6 +3,7 @@
     python benchmarks/step_costs.py --data-root ../shared/data                     # batch 64
     python benchmarks/step_costs.py --data-root ../shared/data --batch-size 256
     python benchmarks/step_costs.py --data-root ../shared/data --iterations-per-step 8
+    python benchmarks/step_costs.py --data-root ../shared/data --per-callback          # + each callback's batch hooks
 
 Runs the tuned hand-written loop of benchmarks/throughput.py and the project (`train(cfg)` on the
 composed conf/, eval=none, as throughput.py's project contender) interleaved, --repeats times, and
@@ -28,6 +29,8 @@ step, see overhead()): within one run, so steadier than the ratio of two runs. T
 about a microsecond each. --iterations-per-step K runs the project with
 optim.iterations_per_step=K: K GAN iterations (one D and one G update each) per training step, so
 that Lightning's loop around a batch is paid once per K iterations; the rows stay per iteration.
+--per-callback splits the callbacks' batch hooks row into each callback's own on_train_batch_start
+and _end, and Lightning's dispatch around them.
 """
 
 import argparse
@@ -122,9 +125,11 @@ def median_after(values: list[float], skip: int) -> float:
     return statistics.median(values[skip:] or values)
 
 
-def project_costs(data_root: str, batch_size: int, steps: int, warmup: int, workdir: Path, k: int) -> dict[str, float]:
+def project_costs(data_root: str, batch_size: int, steps: int, warmup: int, workdir: Path, k: int,
+                  per_callback: bool = False) -> dict[str, float]:
     """One project run with timers: microseconds per GAN iteration for each row, and the iteration;
-    k GAN iterations per training step (optim.iterations_per_step)."""
+    k GAN iterations per training step (optim.iterations_per_step). With per_callback, also a row
+    "<CALLBACK><class>" per callback: its own on_train_batch_start and _end together."""
     with Timers() as timers:
         timers.wrap(GAN, "training_step", "training_step")
         timers.wrap(LightningOptimizer, "step", "optimizer")
@@ -139,7 +144,7 @@ def project_costs(data_root: str, batch_size: int, steps: int, warmup: int, work
         timers.wrap(Strategy, "batch_to_device", "transfer")
         for hook in LOGGER_CONNECTOR_HOOKS:
             timers.wrap(_LoggerConnector, hook, f"logger connector {hook}")
-        timers.stack.enter_context(_patched(call, "_call_callback_hooks", batch_hooks_timed(timers, call._call_callback_hooks)))
+        timers.stack.enter_context(_patched(call, "_call_callback_hooks", batch_hooks_timed(timers, call._call_callback_hooks, per_callback)))
         rate = throughput.project_run(data_root, batch_size, "non_saturating", steps, warmup, workdir, [f"optim.iterations_per_step={k}"])
     calls, us = timers.calls, 1e6
     per_batch = lambda name: median_after(calls[name], warmup // k) / k * us  # called once per loader batch
@@ -163,10 +168,15 @@ def project_costs(data_root: str, batch_size: int, steps: int, warmup: int, work
         "logger connector": sum(per_batch(f"logger connector {hook}") for hook in LOGGER_CONNECTOR_HOOKS),
     }
     costs["rest of the loop"] = costs["between batches"] - sum(costs[name] for name in LOOP_PARTS)
+    for name in calls:
+        if name.startswith(CALLBACK):
+            owner = name.rsplit(".", 1)[0]
+            costs[owner] = costs.get(owner, 0.0) + per_batch(name)
     return costs
 
 
 BATCH_HOOKS = ("on_train_batch_start", "on_train_batch_end")
+CALLBACK = "callback "  # the prefix of the per-callback rows
 LOGGER_CONNECTOR_HOOKS = ("on_batch_start", "on_batch_end", "update_train_step_metrics")
 LOOP_PARTS = ("data fetch", "batch transfer", "callbacks' batch hooks", "logger connector")  # timed parts of the loop between steps
 LABELS = {"training_step": "GAN.training_step", "between batches": "Lightning's loop between training steps",
@@ -174,12 +184,21 @@ LABELS = {"training_step": "GAN.training_step", "between batches": "Lightning's 
           "rest of the loop": "the rest: progress counters, the module's batch hooks, the training_step call's layers, ..."}
 
 
-def batch_hooks_timed(timers: Timers, dispatch):
-    """Lightning's callback dispatch, timed for the per-batch hooks."""
+def batch_hooks_timed(timers: Timers, dispatch, per_callback: bool = False):
+    """Lightning's callback dispatch, timed for the per-batch hooks; with per_callback, also each
+    callback's own batch hooks (named "<class>.<hook>"), so that the dispatch's cost shows apart
+    from theirs. Those timers add ~1 us a call to the dispatch's row: off by default."""
     timed = {hook: timers.timed(dispatch, hook) for hook in BATCH_HOOKS}
+    seen = set()
 
     @functools.wraps(dispatch)
     def call_callback_hooks(trainer, hook_name, *args, **kwargs):
+        if per_callback and hook_name in timed:
+            for callback in trainer.callbacks:
+                if (id(callback), hook_name) not in seen:  # as an instance attribute, which Lightning's getattr finds first
+                    seen.add((id(callback), hook_name))
+                    name = f"{CALLBACK}{type(callback).__name__}.{hook_name}"
+                    setattr(callback, hook_name, timers.timed(getattr(callback, hook_name), name))
         return timed.get(hook_name, dispatch)(trainer, hook_name, *args, **kwargs)
 
     return call_callback_hooks
@@ -194,6 +213,8 @@ def main(argv=None) -> None:
     p.add_argument("--warmup", type=int, default=40)
     p.add_argument("--iterations-per-step", type=int, default=1, metavar="K", help="the project's optim.iterations_per_step (default 1, as conf/)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--per-callback", action="store_true",
+                   help="also time each callback's own batch hooks (their timers add ~1 us a call to the callbacks' row)")
     p.add_argument("--tiny", action="store_true", help="seconds: a smoke run (tests use it)")
     args = p.parse_args(argv)
     if args.tiny:
@@ -207,7 +228,8 @@ def main(argv=None) -> None:
     tuned, project = [], []
     for repeat in range(args.repeats):
         tuned.append(args.batch_size / throughput.plain_loop(images, args.batch_size, "non_saturating", args.steps, args.warmup, tuned=True) * 1e6)
-        project.append(project_costs(args.data_root, args.batch_size, args.steps, args.warmup, workdir, args.iterations_per_step))
+        project.append(project_costs(args.data_root, args.batch_size, args.steps, args.warmup, workdir, args.iterations_per_step,
+                                     args.per_callback))
         print(f"# repeat {repeat + 1}/{args.repeats}: tuned {tuned[-1]:.0f} us, project {project[-1]['step']:.0f} us per step", flush=True)
 
     median = lambda key: statistics.median(costs[key] for costs in project)
@@ -222,11 +244,25 @@ def main(argv=None) -> None:
     for row, indent in ROWS:
         label = "&nbsp;" * 4 * (indent - 1) + LABELS.get(row, row)
         print(f"| {label} | {median(row):,.0f} | {100 * median(row) / step:.1f} % |")
+    if args.per_callback:
+        print_per_callback(project, median)
     ratios = [t / c["step"] for t, c in zip(tuned, project)]
     print(f"\nproject / tuned (images/s): {statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f})")
     from_layers = [1 - overhead(c) / c["step"] for c in project]
     print(f"project / tuned from the layers (1 - their share of the project's own step): "
           f"{statistics.median(from_layers):.3f} ({min(from_layers):.3f}-{max(from_layers):.3f})")
+
+
+def print_per_callback(project: list[dict[str, float]], median) -> None:
+    """The callbacks' batch hooks row split up: each callback's own hooks, and Lightning's dispatch
+    around them (a profiler context per call, `_current_fx_name` set on the module per hook)."""
+    owners = [name for name in project[0] if name.startswith(CALLBACK)]
+    print("\n| callback (in `trainer.callbacks` order) | its own on_train_batch_start + _end, us per step |")
+    print("|---|---:|")
+    for owner in owners:
+        print(f"| {owner[len(CALLBACK):]} | {median(owner):,.1f} |")
+    dispatch = statistics.median(c["callbacks' batch hooks"] - sum(c[owner] for owner in owners) for c in project)
+    print(f"| Lightning's dispatch around them (and these timers) | {dispatch:,.1f} |")
 
 
 def overhead(costs: dict[str, float]) -> float:

@@ -77,10 +77,11 @@ def test_the_step_costs_benchmark_prints_its_table_and_undoes_its_timers(mnist_r
                (torch.Tensor, "backward"), (call, "_call_callback_hooks")]
     torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])  # torch wraps Adam.step for its profiler at the first Adam, for good
     before = [getattr(owner, name) for owner, name in wrapped]
-    run_benchmark("step_costs", "--data-root", str(mnist_root), "--iterations-per-step", "2")
+    run_benchmark("step_costs", "--data-root", str(mnist_root), "--iterations-per-step", "2", "--per-callback")
     out = capsys.readouterr().out
     assert "## Microseconds per GAN step, batch 16, optim.iterations_per_step=2" in out
-    for row in ("| project, step |", "NaN alarm |", "optimizer layers |", "Lightning's loop between training steps |", "callbacks' batch hooks |"):
+    for row in ("| project, step |", "NaN alarm |", "optimizer layers |", "Lightning's loop between training steps |", "callbacks' batch hooks |",
+                "| NonFiniteAlarm |", "| ModelCheckpoint |", "| Lightning's dispatch around them"):  # the last three: --per-callback's table
         assert row in out
     assert "nan" not in out and "project / tuned (images/s): " in out and "project / tuned from the layers" in out
     assert [getattr(owner, name) for owner, name in wrapped] == before  # the timers are gone: later runs in this process are plain
