@@ -8,6 +8,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from gan_lightning.checkpoint import CheckpointError
+from gan_lightning.summary import read_summary
 from tests.conftest import FAST, train_here
 
 BATCHES = 256 // 32  # tiny MNIST, batch 32: 8 batches per epoch
@@ -165,3 +166,15 @@ def test_another_batch_size_is_refused_for_a_checkpoint_from_the_middle_of_an_ep
                                               r"\(data.batch_size x optim.d_steps x optim.iterations_per_step: 32 -> 64\)"):
         train_in_process(f"ckpt_path={mid}", "data.batch_size=64", "eval=none", run_dir=tmp_path / "second")
     assert not (tmp_path / "second").exists()  # refused before anything was written
+
+
+def test_a_resume_with_nothing_left_to_train_ends_with_the_final_metrics_of_the_run_that_saved_it(train_in_process, tmp_path):
+    # A sweep job cut off during its last evaluation, continued by the sweep: its checkpoint is at max_steps,
+    # so the resumed fit runs no epoch. Without an evaluation of its own it ended "completed" with no result.
+    first = train_in_process("trainer.max_steps=3", run_dir=tmp_path / "first")
+    again = train_in_process("trainer.max_steps=3", f"ckpt_path={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}", run_dir=tmp_path / "again")
+    assert first is not None and again == first  # the same weights, noise and reference images
+    summary = read_summary(tmp_path / "again")
+    assert summary["status"] == "completed" and summary["steps"] == 3 and summary["metrics"]["eval/fid_mnist"] == pytest.approx(first)
+    events = EventAccumulator(str(next((tmp_path / "again").glob("events.out.tfevents.*")))).Reload()
+    assert [(e.step, e.value) for e in events.Scalars("eval/fid_mnist")] == [(3, pytest.approx(first))]

@@ -21,6 +21,10 @@ class EvaluateGenerator(L.Callback):
 
     Under DDP each process generates and scores its share of the noise and of the test set;
     torchmetrics sums the states over processes, so every process logs the single-process values.
+
+    A fit that trains nothing ends with an evaluation too: a resume from a checkpoint already at
+    the run's end (a job cut off during its final evaluation, continued by its sweep) would
+    otherwise end with no final metrics, and its sweep job with no result.
     """
 
     def __init__(self, data_root: str, every_n_epochs: int = 5, num_samples: int = 10000, batch_size: int = 1000, seed: int = 0,
@@ -41,6 +45,7 @@ class EvaluateGenerator(L.Callback):
         self.parzen_data: tuple[torch.Tensor, torch.Tensor] | None = None  # validation and test images in [0, 1]
         self.quality: SampleQuality | None = None  # built at the first evaluation, kept for the run
         self.reference: torch.Tensor | None = None  # the MNIST test images, read in setup
+        self.evaluated_step: int | None = None  # the global step of this fit's last evaluation
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # Both now, not at the first evaluation: missing weights or reference images stop the run
@@ -68,20 +73,41 @@ class EvaluateGenerator(L.Callback):
             return
         if (trainer.current_epoch + 1) % self.every_n_epochs == 0 or self.is_last_epoch(trainer):
             start = time.perf_counter()
-            # Leave the training noise stream as it was (building the classifier initialises its
-            # layers from the global RNG): a run evaluated after epoch k, being the last, and
-            # resumed from there draws the noise of a run that went on without evaluating.
-            cuda = [pl_module.device] if pl_module.device.type == "cuda" else []
-            # Exact fp32 products whatever matmul_precision trains with: fid_mnist of runs with
-            # different settings stays comparable (the classifier's features are matrix products).
-            with torch.random.fork_rng(devices=cuda), matmul_precision("highest"):
-                metrics = self.evaluate(trainer, pl_module)
+            metrics = self.evaluate_here(trainer, pl_module)
             # The metrics are the same value on every process already (see the class docstring);
             # sync_dist averages those identical values (exactly) and keeps Lightning from warning.
             for name, value in metrics.items():
                 pl_module.log(f"eval/{name}", float(value), on_step=False, on_epoch=True, sync_dist=True)
             # a group of its own, sorted after train: TensorBoard opens the eval and train groups alone
             pl_module.log("wall_time/eval_seconds", time.perf_counter() - start, on_step=False, on_epoch=True, sync_dist=True)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.evaluated_step = None
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """A fit that ran no epoch (resumed at its max_steps or max_epochs): evaluate what it restored.
+        Lightning allows no self.log here, so the values go to the loggers and callback_metrics
+        directly, at the step the run's last evaluation would have had."""
+        if self.evaluated_step is not None or trainer.sanity_checking:
+            return
+        start = time.perf_counter()
+        metrics = {f"eval/{name}": float(value) for name, value in self.evaluate_here(trainer, pl_module).items()}
+        metrics["wall_time/eval_seconds"] = time.perf_counter() - start
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)  # rank 0 alone writes (rank_zero_only)
+        trainer.callback_metrics.update({name: torch.tensor(value) for name, value in metrics.items()})
+
+    def evaluate_here(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
+        """evaluate(), leaving the training run as it was."""
+        self.evaluated_step = trainer.global_step
+        # Leave the training noise stream as it was (building the classifier initialises its
+        # layers from the global RNG): a run evaluated after epoch k, being the last, and
+        # resumed from there draws the noise of a run that went on without evaluating.
+        cuda = [pl_module.device] if pl_module.device.type == "cuda" else []
+        # Exact fp32 products whatever matmul_precision trains with: fid_mnist of runs with
+        # different settings stays comparable (the classifier's features are matrix products).
+        with torch.random.fork_rng(devices=cuda), matmul_precision("highest"):
+            return self.evaluate(trainer, pl_module)
 
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         if self.quality is None:
