@@ -23,6 +23,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
+from gan_lightning.summary import read_summary  # noqa: E402
 from gan_lightning.sweeps import read_status  # noqa: E402
 
 # Scalars logged by the eval callback and by GAN.training_step (x-axis: batches = generator steps).
@@ -146,34 +147,37 @@ def load_run(run_dir: Path, name: str) -> Run:
 
 def find_problem(run: Run) -> str | None:
     """Why the run did not finish training as configured: the sweep job's own record when there is
-    one (job_status.json, written by gan_lightning.sweeps), else judged from what it left behind."""
+    one (job_status.json, written by gan_lightning.sweeps) or the run's summary.json, else judged
+    from what it left behind."""
     status = read_status(run.path)
     if status and status.get("status") not in (None, "completed"):
         state = "killed (its process died)" if status["status"] == "running" else status["status"]
         return f"{state}: {status['error']}" if status.get("error") else state
+    summary = read_summary(run.path)
+    if (status or summary or {}).get("status") == "completed":
+        return None  # at max_steps or max_epochs, whichever came first
     if not run.has_log:
         return "no TensorBoard events or metrics.csv: the job crashed before training (its error is in the sweep's console output)"
     if not any(tag in run.scalars for tag in TRAIN_TAGS):
         return "no training scalars logged (a crash in its first step)"
     trainer = run.config.get("trainer", {})
     last_step = max(s for series in run.scalars.values() for s, _ in series)
-    max_steps = trainer.get("max_steps") or -1
+    max_steps, max_epochs = trainer.get("max_steps") or -1, trainer.get("max_epochs")
+    samples = run.last_sample()
+    # An epoch's sample grid is written when it ends. Without grids, the last epoch seen in the
+    # scalars counts as done (a crash inside it then goes unnoticed).
+    last_epoch = int(samples.stem.split("_")[1]) if samples else run.epoch_at(last_step)
+    epochs_done = None if last_epoch is None else last_epoch + 1
+    if max_epochs is not None and max_epochs > 0 and epochs_done is not None and epochs_done >= max_epochs:
+        return None  # max_epochs came first (or alone)
     if max_steps > 0:
         # Scalars are written every log_every_n_steps steps, so the last one can fall short of max_steps.
         if last_step + trainer.get("log_every_n_steps", 1) < max_steps:
             return f"unfinished: logged up to step {last_step} of {max_steps} (crashed, interrupted or still running)"
         return None
-    max_epochs = trainer.get("max_epochs")
-    samples = run.last_sample()
-    # An epoch's sample grid is written when it ends. Without grids, the last epoch seen in the
-    # scalars counts as done (a crash inside it then goes unnoticed); nothing is judged without either.
-    last_epoch = int(samples.stem.split("_")[1]) if samples else run.epoch_at(last_step)
-    if last_epoch is None:
-        return None
-    epochs_done = last_epoch + 1
-    if max_epochs is not None and max_epochs > 0 and epochs_done < max_epochs:
+    if epochs_done is not None and max_epochs is not None and max_epochs > 0:
         return f"unfinished: {epochs_done} of {max_epochs} epochs done (crashed, interrupted or still running)"
-    return None
+    return None  # nothing to judge by
 
 
 def find_runs(sweep_dir: Path) -> list[Run]:

@@ -8,6 +8,7 @@ import yaml
 from torch.utils.tensorboard import SummaryWriter
 
 from gan_lightning.report import write_report
+from gan_lightning.sweeps import write_status
 
 
 def png_size(path):
@@ -44,11 +45,11 @@ def groups(tags):
     return list(dict.fromkeys(tag.split("/", 1)[0] for tag in sorted(tags)))
 
 
-def fake_run(folder, overrides, epochs_logged, max_epochs=2, eval_metrics=False, csv=False):
+def fake_run(folder, overrides, epochs_logged, max_epochs=2, eval_metrics=False, csv=False, max_steps=-1):
     """A run folder as train.py leaves it: .hydra/ config and overrides, and its scalars."""
     (folder / ".hydra").mkdir(parents=True)
     seed = int(dict(o.split("=") for o in overrides).get("seed", 42))
-    config = {"seed": seed, "trainer": {"max_epochs": max_epochs, "max_steps": -1, "log_every_n_steps": 10}}
+    config = {"seed": seed, "trainer": {"max_epochs": max_epochs, "max_steps": max_steps, "log_every_n_steps": 10}}
     (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
     (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     points = [(epoch * 100 + step, epoch) for epoch in range(epochs_logged) for step in (9, 49, 99)]
@@ -86,3 +87,14 @@ def test_report_tables_eval_metrics_per_configuration_and_skips_unfinished_runs(
     unfinished = next(line for line in text.splitlines() if "`2_loss=non_saturating,seed=1`" in line)
     assert "unfinished: 1 of 2 epochs done" in unfinished
     assert png_size(sweep / "fid_vs_epoch.png")[0] > 100
+
+
+def test_report_counts_a_run_that_max_epochs_ended_before_max_steps_as_finished(tmp_path):
+    sweep = tmp_path / "sweep"  # 100 steps an epoch: 2 epochs end at step 199 of max_steps=1000
+    fake_run(sweep / "0_seed=1", ["seed=1"], 2, eval_metrics=True, max_steps=1000)
+    fake_run(sweep / "1_seed=2", ["seed=2"], 1, eval_metrics=True, max_steps=1000)
+    fake_run(sweep / "2_seed=3", ["seed=3"], 1, eval_metrics=True, max_steps=1000)
+    write_status(sweep / "2_seed=3", status="completed", value=103.0)  # its job's own record says so
+    text = write_report(sweep).read_text()
+    left_out = [line for line in text.splitlines() if "unfinished" in line]
+    assert len(left_out) == 1 and "`1_seed=2`" in left_out[0]  # 1 of 2 epochs, 99 of 1000 steps
