@@ -21,7 +21,8 @@ from omegaconf import read_write
 from gan_lightning.report import write_report
 from gan_lightning.sweeps import read_status, run_sweep_job, write_status
 from gan_lightning.train import CONFIG_DIR
-from hydra_plugins.gan_lightning_sweeps.launchers import DeviceSlots
+from hydra_plugins.gan_lightning_sweeps.launchers import DeviceSlots, ParallelLauncher
+from hydra_plugins.gan_lightning_sweeps.optuna_sweeper import OptunaSweeper
 from tests.conftest import FAST, TRAIN_PY, check, compose_config, run_train
 from tests.test_experiments import groups, png_size, tensorboard_view
 
@@ -268,6 +269,17 @@ def test_an_optuna_search_continues_its_study_after_a_crash(mnist_root, tmp_path
     report = write_report(sweep, early_steps=5).read_text()
     for png in ("optuna_history.png", "optuna_slice.png"):
         assert (sweep / png).stat().st_size > 1000 and f"]({png})" in report
+
+
+@pytest.mark.parametrize("n_jobs, launcher, gpus, width", [
+    (None, ParallelLauncher(), 0, 2), (None, ParallelLauncher(jobs=3), 0, 3), (None, ParallelLauncher(jobs_per_gpu=2), 4, 8),
+    (1, ParallelLauncher(), 0, 1), (None, None, 0, 1),  # None: the sequential launcher
+])
+def test_an_optuna_search_asks_for_as_many_trials_at_once_as_its_launcher_runs_jobs(monkeypatch, n_jobs, launcher, gpus, width):
+    monkeypatch.setenv("GAN_FAKE_GPU_COUNT", str(gpus))
+    sweeper = OptunaSweeper(n_jobs=n_jobs)
+    sweeper.launcher = launcher
+    assert sweeper.width() == width
 
 
 def test_a_requeued_slurm_job_continues_in_its_own_folder(mnist_root, tmp_path):

@@ -119,6 +119,10 @@ def usable_cores() -> int:
 
 
 def gpu_count() -> int:
+    """This machine's GPUs (GAN_FAKE_GPU_COUNT fakes them in tests)."""
+    fake = os.environ.get("GAN_FAKE_GPU_COUNT")
+    if fake is not None:
+        return int(fake)
     import torch
 
     return torch.cuda.device_count()
@@ -169,7 +173,7 @@ class ParallelLauncher(BaseSubmititLauncher):
         import submitit
 
         jobs = check_jobs(self, job_overrides, initial_job_idx)
-        num_gpus = int(os.environ.get("GAN_FAKE_GPU_COUNT", gpu_count()))  # faked in tests
+        num_gpus = gpu_count()
         width = self.width(num_gpus)
         threads = self.threads_per_job or max(usable_cores() // width, 1)
         slots = DeviceSlots(num_gpus, self.jobs_per_gpu)

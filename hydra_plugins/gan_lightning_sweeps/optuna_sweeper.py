@@ -32,6 +32,8 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from hydra_plugins.gan_lightning_sweeps.launchers import ParallelLauncher, gpu_count
+
 log = logging.getLogger(__name__)
 
 WORKER = "worker"  # trial user attribute: host:pid of the search process that asked for the trial
@@ -118,6 +120,12 @@ class OptunaSweeper(Sweeper):
             study.sampler = instantiate(sampler_cfg)
         return study
 
+    def width(self) -> int:
+        """Trials asked for at once: n_jobs, or with n_jobs null as many as the launcher runs jobs at once."""
+        if self.n_jobs:
+            return int(self.n_jobs)
+        return self.launcher.width(gpu_count()) if isinstance(self.launcher, ParallelLauncher) else 1
+
     def sweep(self, arguments: list[str]) -> None:
         searched, fixed = self.search_space(arguments)
         study = self.study()
@@ -134,7 +142,7 @@ class OptunaSweeper(Sweeper):
         log.info("Study %s in %s: %d trial%s finished before, %d to go%s", study.study_name, self.storage or self.sweep_dir / "optuna.db",
                  len(done), "" if len(done) == 1 else "s", to_go, f" ({len(again)} cut off, run again)" if again else "")
         next_job = 1 + max([t.user_attrs.get("job", -1) for t in study.get_trials(deepcopy=False)], default=-1)
-        width = self.n_jobs or getattr(self.launcher, "jobs", None) or 1
+        width = self.width()
 
         while to_go > 0:
             if again:  # each in its old job number, so that it finds its own folder and checkpoint
