@@ -120,6 +120,19 @@ def resources() -> dict:
     }
 
 
+def still_running(status: dict) -> bool:
+    """Whether the process a 'running' job's status names still runs: known only on its own host,
+    where a job of a parallel sweep that was killed with kill -9 runs on without its sweep."""
+    process = status.get("resources") or {}
+    if status.get("status") != "running" or process.get("host") != socket.gethostname() or process.get("pid") in (None, os.getpid()):
+        return False
+    try:
+        os.kill(int(process["pid"]), 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def run_sweep_job(cfg: DictConfig, train_fn, expected_errors: tuple = ()) -> float:
     """Run one job of a sweep with train_fn(cfg); always returns a float (NaN when it did not
     complete) so that no job ends the sweep. expected_errors are reported by their message alone;
@@ -132,6 +145,10 @@ def run_sweep_job(cfg: DictConfig, train_fn, expected_errors: tuple = ()) -> flo
         log.info("job #%d %s in an earlier run of this sweep: skipped", job["job"], before["status"])
         value = before.get("value")
         return float("nan") if value is None else value
+    if before and before.get("overrides") == job["overrides"] and still_running(before):
+        log.error("job #%d still runs in process %s, started by an earlier run of this sweep: not started twice in one folder; "
+                  "run the sweep again once that process has ended", job["job"], before["resources"]["pid"])
+        return float("nan")
     if cfg.get("ckpt_path") is None and (checkpoint := newest_checkpoint(run_dir)) is not None:
         with open_dict(cfg):
             cfg.ckpt_path = str(checkpoint)
@@ -171,8 +188,11 @@ def sweep_statuses(sweep_dir: Path) -> list[dict]:
 
 
 def describe(status: dict) -> str:
-    """A job's status as the summary shows it; a job still 'running' once the sweep is over was killed."""
-    return "killed" if status.get("status") == "running" else status.get("status", "unknown")
+    """A job's status as the summary shows it; a job still 'running' once the sweep is over was
+    killed, unless its process runs on (a job of an earlier, killed run of the sweep)."""
+    if status.get("status") == "running":
+        return "still running" if still_running(status) else "killed"
+    return status.get("status", "unknown")
 
 
 def summary_table(statuses: list[dict], metric: str, sweep_dir: Path) -> list[str]:
@@ -199,7 +219,7 @@ class SweepSummary(Callback):
     the error line of every job that did not complete, and exit status 1 when a job's status is
     in fail_on (a job still 'running' after the sweep counts as 'killed')."""
 
-    def __init__(self, metric: str = "eval/fid_mnist", fail_on: tuple = ("failed", "killed", "diverged", "interrupted")):
+    def __init__(self, metric: str = "eval/fid_mnist", fail_on: tuple = ("failed", "killed", "still running", "diverged", "interrupted")):
         self.metric = metric
         self.fail_on = tuple(fail_on)
 

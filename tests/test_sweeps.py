@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import read_write
 
 from gan_lightning.report import write_report
-from gan_lightning.sweeps import read_status, run_sweep_job, write_status
+from gan_lightning.sweeps import describe, read_status, run_sweep_job, write_status
 from gan_lightning.train import CONFIG_DIR
 from hydra_plugins.gan_lightning_sweeps.launchers import DeviceSlots, ParallelLauncher
 from hydra_plugins.gan_lightning_sweeps.optuna_sweeper import OptunaSweeper
@@ -155,6 +155,26 @@ def test_a_rerun_of_a_sweep_runs_again_only_the_jobs_that_did_not_finish(tmp_pat
     assert ran == ([3] if runs_again else [])
     assert read_status(tmp_path)["status"] == ("completed" if runs_again else before)
     assert value == (0.5 if runs_again else 1.5) or (before == "diverged" and math.isnan(value))
+
+
+def test_a_job_whose_process_outlived_its_killed_sweep_is_not_started_again_while_it_runs(tmp_path):
+    # kill -9 of a parallel sweep leaves its jobs' processes running: a re-run must not train a second time in their folders
+    cfg = compose_config("seed=3", output_dir=tmp_path)
+    with read_write(HydraConfig.get()):
+        HydraConfig.get().job.num = 2
+    job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        write_status(tmp_path, job=2, overrides=["seed=3"], run_dir=str(tmp_path), status="running", value=None,
+                     resources={"host": socket.gethostname(), "pid": job.pid})
+        ran = []
+        assert math.isnan(run_sweep_job(cfg, lambda cfg: ran.append(cfg.seed) or 0.5))
+        assert ran == [] and read_status(tmp_path)["status"] == "running"  # its status is the running process's
+        assert describe(read_status(tmp_path)) == "still running"
+    finally:
+        job.kill()
+        job.wait()
+    assert describe(read_status(tmp_path)) == "killed"  # once it has ended: a killed job, which a re-run continues
+    assert run_sweep_job(cfg, lambda cfg: ran.append(cfg.seed) or 0.5) == 0.5 and ran == [3]
 
 
 def test_the_parallel_launcher_runs_jobs_at_once_on_shared_gpus_with_the_cores_split_and_survives_a_killed_job(mnist_root, tmp_path):
