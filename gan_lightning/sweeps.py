@@ -209,7 +209,10 @@ def summary_table(statuses: list[dict], metric: str, sweep_dir: Path) -> list[st
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r[:4], widths)) + "  " + r[4] for r in rows]
     for s in statuses:
-        if describe(s) != "completed" and s.get("error"):
+        if describe(s) == "still running":
+            lines.append(f"#{s.get('job')}: its process {s['resources']['pid']}, started by an earlier run of this sweep, "
+                         "still trains in its folder; run the sweep again once it has ended")
+        elif describe(s) != "completed" and s.get("error"):
             lines.append(f"#{s.get('job')}: {s['error']}")
     return lines
 

@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import read_write
 
 from gan_lightning.report import write_report
-from gan_lightning.sweeps import describe, read_status, run_sweep_job, write_status
+from gan_lightning.sweeps import describe, read_status, run_sweep_job, summary_table, write_status
 from gan_lightning.train import CONFIG_DIR
 from hydra_plugins.gan_lightning_sweeps.launchers import DeviceSlots, ParallelLauncher
 from hydra_plugins.gan_lightning_sweeps.optuna_sweeper import OptunaSweeper
@@ -170,6 +170,8 @@ def test_a_job_whose_process_outlived_its_killed_sweep_is_not_started_again_whil
         assert math.isnan(run_sweep_job(cfg, lambda cfg: ran.append(cfg.seed) or 0.5))
         assert ran == [] and read_status(tmp_path)["status"] == "running"  # its status is the running process's
         assert describe(read_status(tmp_path)) == "still running"
+        table = summary_table([read_status(tmp_path)], "eval/fid_mnist", tmp_path)
+        assert f"#2: its process {job.pid}, started by an earlier run of this sweep, still trains in its folder" in "\n".join(table)
     finally:
         job.kill()
         job.wait()
