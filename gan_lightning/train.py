@@ -1,7 +1,9 @@
 """Hydra entry point: compose the config, build everything from it, train."""
 
+import contextlib
 import logging
 import os
+import re
 import shutil
 import signal
 import sys
@@ -12,6 +14,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
@@ -180,18 +183,39 @@ def train(cfg: DictConfig, extra_callbacks: list = ()) -> float | None:
         return train_validated(cfg, extra_callbacks)
 
 
+@contextlib.contextmanager
+def refused_as_one_line():
+    """A value that the class it builds refuses (Lightning's Trainer: trainer.accelerator=gpu without
+    a GPU, trainer.devices=abc) or a _target_ that does not import stops the run before training
+    with one line, as the project's own checks do, instead of Hydra's wrapped traceback."""
+    try:
+        yield
+    except InstantiationException as err:
+        cause = err
+        while isinstance(cause, InstantiationException) and isinstance(cause.__cause__, Exception):
+            cause = cause.__cause__
+        if isinstance(cause, EXPECTED_ERRORS):
+            raise cause from None
+        key = re.search(r"full_key: (\S+)", str(err))
+        text = " ".join(line.strip() for line in str(cause).splitlines() if line.strip() and not line.startswith("full_key:"))
+        text = re.sub(r",? set env var HYDRA_FULL_ERROR=1 to see chained exception\.?", "", text)
+        raise ConfigError(f"{key.group(1) if key else 'config'}: {type(cause).__name__}: {text}") from err
+
+
 def train_validated(cfg: DictConfig, extra_callbacks: list) -> float | None:
     compat.check()  # the internals the workarounds rely on are there
-    datamodule = instantiate(cfg.data.datamodule)
+    with refused_as_one_line():
+        datamodule = instantiate(cfg.data.datamodule)
     ckpt_path = resume_from(cfg, datamodule.images_per_step)
     datamodule.prepare_data()  # fail on missing data before launching processes or building models
     if cfg.seed is not None:
         L.seed_everything(cfg.seed, workers=True)
-    # plain dicts, so that checkpoints hold no omegaconf objects and load with weights_only=True
-    module = instantiate(cfg.module, _recursive_=False, _convert_="all")
-    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None] + list(extra_callbacks)
-    loggers = [instantiate(c) for c in (cfg.logger or {}).values() if c is not None]
-    trainer = build_trainer(cfg, callbacks, loggers)
+    with refused_as_one_line():
+        # plain dicts, so that checkpoints hold no omegaconf objects and load with weights_only=True
+        module = instantiate(cfg.module, _recursive_=False, _convert_="all")
+        callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None] + list(extra_callbacks)
+        loggers = [instantiate(c) for c in (cfg.logger or {}).values() if c is not None]
+        trainer = build_trainer(cfg, callbacks, loggers)
     log_hparams(loggers, pick(cfg, cfg.hparams_to_log))
 
     run_dir = HydraConfig.get().runtime.output_dir

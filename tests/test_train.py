@@ -340,3 +340,17 @@ def test_ctrl_c_leaves_a_checkpoint_to_resume_from(mnist_root, tmp_path, train_i
     assert stopped_at >= 3 * BATCHES
     train_in_process(f"trainer.max_epochs={stopped_at // BATCHES + 2}", f"ckpt_path={interrupted}", run_dir=resumed)
     assert checkpoint(resumed / "checkpoints" / "last.ckpt")["global_step"] > stopped_at
+
+
+@pytest.mark.parametrize("override, message", [
+    ("trainer.devices=abc", "trainer: TypeError: `devices` selected with `CPUAccelerator` should be an int > 0."),
+    ("trainer.max_epochs=-3", "trainer: MisconfigurationException: `max_epochs` must be a non-negative integer or -1. You passed in -3."),
+    ("loss.generator._target_=nowhere.loss", "module: ImportError: Error loading 'nowhere.loss': "
+                                             "ModuleNotFoundError(\"No module named 'nowhere'\") Are you sure that module 'nowhere' is installed?"),
+])
+def test_a_value_that_lightning_or_an_import_refuses_is_one_line_too(train_in_process, tmp_path, override, message):
+    # a ConfigError: train.py prints it as one line, exits 2 and removes the run folder, as for the project's own checks
+    with pytest.raises(ConfigError) as err:
+        train_in_process(override)
+    assert str(err.value) == message
+    assert not (tmp_path / "run" / "checkpoints").exists()
