@@ -1,6 +1,7 @@
 """Checkpoints that are whole or absent, one check of a ckpt_path for train/eval/sample, and what a
 resume may change."""
 
+import io
 import logging
 import os
 import signal
@@ -51,8 +52,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         try:
             with ctrl_c_held_back():
                 path.parent.mkdir(parents=True, exist_ok=True)
+                # Serialised to memory first: torch's zip writer turns a full disk under it into a
+                # RuntimeError ("unexpected pos"); a plain write raises the OSError that says so.
+                data = io.BytesIO()
+                torch.save(checkpoint, data)
                 with open(tmp, "wb") as f:
-                    torch.save(checkpoint, f)
+                    f.write(data.getbuffer())
                     f.flush()
                     os.fsync(f.fileno())  # a disk that fills up late (delayed allocation) fails here, not after the rename
                 os.replace(tmp, path)

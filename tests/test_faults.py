@@ -2,6 +2,7 @@
 and every refusal is one line (issue 16)."""
 
 import errno
+import io
 import json
 import os
 import signal
@@ -83,6 +84,31 @@ def test_a_failed_checkpoint_write_stops_with_one_line_and_leaves_no_partial_fil
     assert str(err.value).startswith(f"could not write checkpoint {folder}/epoch000-step0000001.ckpt: No space left on device; ")
     assert "\n" not in str(err.value)
     assert list(folder.iterdir()) == []
+
+
+class FillsUp(io.FileIO):
+    """A file on a disk with room for `room` more bytes: then short writes, then ENOSPC, as the kernel does."""
+
+    room = 100_000
+
+    def write(self, data):
+        if FillsUp.room <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        n = min(len(data), FillsUp.room)
+        FillsUp.room -= n
+        return super().write(bytes(data)[:n])
+
+
+def test_a_disk_that_fills_up_in_the_middle_of_a_write_is_the_same_one_line(train_in_process, tmp_path, monkeypatch):
+    # torch.save straight into such a file raises its zip writer's RuntimeError ("unexpected pos"), not the OSError
+    import gan_lightning.checkpoint
+
+    monkeypatch.setattr(FillsUp, "room", 100_000)  # part of the first checkpoint
+    monkeypatch.setattr(gan_lightning.checkpoint, "open", lambda path, mode: io.BufferedWriter(FillsUp(path, "w")), raising=False)
+    with pytest.raises(CheckpointError) as err:
+        train_in_process("eval=none", "logger=csv", "trainer.limit_train_batches=1")
+    assert ": No space left on device; " in str(err.value) and "\n" not in str(err.value)
+    assert list((tmp_path / "run" / "checkpoints").iterdir()) == []
 
 
 def test_checkpoints_are_written_under_a_temporary_name_then_renamed(train_in_process, tmp_path, monkeypatch):
