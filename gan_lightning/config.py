@@ -27,6 +27,7 @@ RULES = {
     "trainer.limit_train_batches": (lambda v: (isinstance(v, int) and v >= 1) or (isinstance(v, float) and 0 < v <= 1), "null, an integer >= 1 or a fraction in (0, 1]"),
     "eval.every_n_epochs": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
     "eval.num_samples": (lambda v: isinstance(v, int) and v >= 2, "an integer >= 2 (FID needs two samples)"),
+    "eval.parzen.valid_size": (lambda v: isinstance(v, int) and 1 <= v <= 10000, "an integer in [1, 10000] (MNIST's training images 50,000-60,000)"),
     "data.num_workers": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
     "data.on_device": (lambda v: v in ("auto", True, False), "auto, true or false"),
     # the values Lightning 2.6 takes; it would fail with a traceback on others

@@ -113,7 +113,7 @@ def real_image_scores(cfg: DictConfig, device: torch.device) -> dict:
 
 
 def evaluate(cfg: DictConfig) -> dict:
-    check_args(cfg, {"num_samples": 2, "batch_size": 1, "seed": 0}, flags=("inception", "parzen", "real_images"))  # FID needs two samples
+    check_args(cfg, {"num_samples": 2, "batch_size": 1, "seed": 0, "parzen_valid_size": 1}, flags=("inception", "parzen", "real_images"))  # FID needs two samples
     device = pick_device(cfg.device)
     if cfg.real_images:
         result = {**real_image_scores(cfg, device), "samples": f"the first {cfg.num_samples} MNIST training images", "num_samples": cfg.num_samples}

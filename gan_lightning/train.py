@@ -209,7 +209,10 @@ def train_validated(cfg: DictConfig, extra_callbacks: list) -> float | None:
     ckpt_path = resume_from(cfg, datamodule.images_per_step)
     datamodule.prepare_data()  # fail on missing data before launching processes or building models
     if cfg.seed is not None:
-        L.seed_everything(cfg.seed, workers=True)
+        try:
+            L.seed_everything(cfg.seed, workers=True)
+        except ValueError as err:  # out of numpy's range; refused here, not in validate(), so that a sweep's other jobs still run
+            raise ConfigError(f"seed must be null or an integer in [0, 2**32 - 1], got {cfg.seed} ({err})") from None
     with refused_as_one_line():
         # plain dicts, so that checkpoints hold no omegaconf objects and load with weights_only=True
         module = instantiate(cfg.module, _recursive_=False, _convert_="all")

@@ -74,6 +74,7 @@ def test_the_default_config_builds_the_reference_gan():
         ("optim.lr_g=inf", "optim.lr_g must be a finite number > 0, got inf"),
         ("trainer.limit_train_batches=0", "trainer.limit_train_batches must be null, an integer >= 1 or a fraction in (0, 1], got 0"),
         ("eval.num_samples=1", "eval.num_samples must be an integer >= 2 (FID needs two samples), got 1"),
+        ("eval.parzen.valid_size=0", "eval.parzen.valid_size must be an integer in [1, 10000] (MNIST's training images 50,000-60,000), got 0"),
         ("optim.clip_grad_norm_d=0", "optim.clip_grad_norm_d must be null or a finite number > 0, got 0"),
         ("+trainer.gradient_clip_val=1.0", "trainer.gradient_clip_val must be left out (Lightning cannot clip under the GAN's manual "
                                           "optimization): use optim.clip_grad_norm_d / optim.clip_grad_norm_g, got 1.0"),

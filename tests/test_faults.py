@@ -212,6 +212,7 @@ def test_runs_that_could_not_train_or_evaluate_stop_before_the_first_step(train_
     ("sample", "n=many", "error: n must be an integer >= 1, got many"),
     ("sample", "interpolate=maybe", "error: interpolate must be true or false, got maybe"),
     ("evaluate", "num_samples=1", "error: num_samples must be an integer >= 2, got 1"),
+    ("evaluate", "parzen_valid_size=0", "error: parzen_valid_size must be an integer >= 1, got 0"),
 ])
 def test_eval_and_sample_refuse_impossible_counts_in_one_line(command, arg, message, monkeypatch, capsys):
     import importlib

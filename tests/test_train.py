@@ -354,3 +354,9 @@ def test_a_value_that_lightning_or_an_import_refuses_is_one_line_too(train_in_pr
         train_in_process(override)
     assert str(err.value) == message
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_seed_that_numpy_cannot_take_is_one_line(train_in_process):
+    with pytest.raises(ConfigError) as err:
+        train_in_process("seed=-1")
+    assert str(err.value).startswith("seed must be null or an integer in [0, 2**32 - 1], got -1 (")
