@@ -11,6 +11,7 @@ the hyperparameters saved in the checkpoint (any loss variant), on device=auto|c
 goes to the checkpoint's run folder (the folder above checkpoints/) unless out= says otherwise.
 """
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -48,6 +49,15 @@ def check_args(cfg: DictConfig, minimum: dict[str, int], flags: tuple[str, ...] 
     for key in flags:
         if not isinstance(cfg[key], bool):
             raise UsageError(f"{key} must be true or false, got {cfg[key]}")
+
+
+@contextlib.contextmanager
+def writing(path: Path):
+    """An output that cannot be written (a read-only folder, a full disk) as one UsageError line."""
+    try:
+        yield
+    except OSError as err:
+        raise UsageError(f"could not write {path}: {err.strerror or err}") from None
 
 
 def pick_device(name: str) -> torch.device:
@@ -125,8 +135,9 @@ def evaluate(cfg: DictConfig) -> dict:
     result["classifier_sha256"] = json.loads(RECORD.read_text())["sha256"]
     print(json.dumps(result, indent=2))
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
+        with writing(out):
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(result, indent=2) + "\n")
         print(f"written to {out}", file=sys.stderr)
     return result
 

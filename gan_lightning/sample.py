@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig
 from torchvision.utils import make_grid, save_image
 
-from gan_lightning.evaluate import check_args, load_gan, pick_device, run_command, run_folder
+from gan_lightning.evaluate import check_args, load_gan, pick_device, run_command, run_folder, writing
 from gan_lightning.metrics.quality import fixed_noise, generated_batches
 from gan_lightning.train import CONFIG_DIR
 
@@ -45,15 +45,17 @@ def sample(cfg: DictConfig) -> Path:
     images = torch.cat([x.cpu() for x in generated_batches(gan, noise, cfg.batch_size)])
     if cfg.out_dir and not cfg.interpolate:
         out = Path(cfg.out_dir)
-        out.mkdir(parents=True, exist_ok=True)
         digits = len(str(len(images) - 1))
-        for i, image in enumerate(to_png_range(images)):
-            save_image(image, out / f"{i:0{digits}d}.png")
+        with writing(out):
+            out.mkdir(parents=True, exist_ok=True)
+            for i, image in enumerate(to_png_range(images)):
+                save_image(image, out / f"{i:0{digits}d}.png")
         print(f"{len(images)} PNGs written to {out}")
         return out
     out = Path(cfg.out) if cfg.out else run_folder(cfg.ckpt_path) / default_out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_image(make_grid(to_png_range(images), nrow=nrow, pad_value=1.0), out)
+    with writing(out):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_image(make_grid(to_png_range(images), nrow=nrow, pad_value=1.0), out)
     print(f"written to {out}")
     return out
 

@@ -130,3 +130,18 @@ def test_an_unknown_option_is_refused_by_hydra_as_for_train(monkeypatch, capsys)
 def test_eval_none_switches_evaluation_off(train_in_process, tmp_path):
     train_in_process("trainer.limit_train_batches=2", "eval=none")
     assert not any(tag.startswith("eval/") for tag in scalars(tmp_path / "run"))
+
+
+@pytest.mark.parametrize("main, arg", [(evaluate.main, "out={blocked}/eval.json"), (sample.main, "out={blocked}/grid.png"),
+                                       (sample.main, "out_dir={blocked}/pngs")])
+def test_an_output_that_cannot_be_written_is_one_line(trained_run, mnist_root, main, arg, tmp_path, monkeypatch, capsys):
+    blocked = tmp_path / "a_file"  # a folder that is a file: unwritable even for root
+    blocked.write_text("")
+    ckpt = trained_run / "checkpoints" / "last.ckpt"
+    counts = [f"data.root={mnist_root}", "num_samples=20"] if main is evaluate.main else ["n=4"]
+    monkeypatch.setattr(sys, "argv", ["cmd", f"ckpt_path={ckpt}", *counts, "device=cpu", arg.format(blocked=blocked)])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"error: could not write {blocked}/")
