@@ -38,6 +38,17 @@ class Job:
     devices: int  # processes the job starts (trainer.devices x trainer.num_nodes): GPUs it needs on a GPU machine
 
 
+def refuse(launcher, message: str) -> None:
+    """Stop the sweep before its first job with one line and exit 2, leaving no sweep folder that
+    holds only the multirun.yaml Hydra wrote before launching (a re-run of an existing sweep keeps its own)."""
+    print(f"error: {message}", file=sys.stderr)
+    sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
+    if sweep_dir.is_dir() and [p.name for p in sweep_dir.iterdir()] == ["multirun.yaml"]:
+        (sweep_dir / "multirun.yaml").unlink()
+        sweep_dir.rmdir()
+    sys.exit(2)
+
+
 def check_jobs(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[Job]:
     """Compose every job's config and check it, so a bad value in job 5 stops the sweep before job 0
     runs (one line naming the job and the key, exit 2), instead of after hours of the others."""
@@ -47,8 +58,7 @@ def check_jobs(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx
     try:
         compat.check(compat.SWEEP_CHECKS)
     except compat.CompatError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        refuse(launcher, str(err))
     jobs = []
     shared = set.intersection(*(set(o) for o in job_overrides)) if len(job_overrides) > 1 else set()
     for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
@@ -60,8 +70,7 @@ def check_jobs(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx
             validate(cfg)
         except ConfigError as err:
             swept = [o for o in filter_overrides(overrides) if o not in shared]  # what tells this job apart
-            print(f"error: sweep job #{idx} ({' '.join(swept)}): {err}; no job was started", file=sys.stderr)
-            sys.exit(2)
+            refuse(launcher, f"sweep job #{idx} ({' '.join(swept)}): {err}; no job was started")
         run_dir = Path(str(cfg.hydra.sweep.dir)) / str(OmegaConf.select(cfg, "hydra.sweep.subdir"))
         # devices=auto counts as one device here: the job takes what the launcher gives it
         jobs.append(Job(idx, list(overrides), run_dir, process_count(cfg.trainer) or 1))
@@ -179,8 +188,7 @@ class ParallelLauncher(BaseSubmititLauncher):
         slots = DeviceSlots(num_gpus, self.jobs_per_gpu)
         for job in jobs:
             if num_gpus and job.devices > num_gpus:
-                print(f"error: sweep job #{job.idx} needs {job.devices} GPUs, this machine has {num_gpus}", file=sys.stderr)
-                sys.exit(2)
+                refuse(self, f"sweep job #{job.idx} needs {job.devices} GPUs, this machine has {num_gpus}")
 
         executor = submitit.LocalExecutor(folder=self.params["submitit_folder"])
         executor.update_parameters(timeout_min=self.params["timeout_min"], stderr_to_stdout=self.params.get("stderr_to_stdout", False))
@@ -253,9 +261,8 @@ class SlurmLauncher(BaseSubmititLauncher):
         tasks = self.params.get("tasks_per_node", 1) * self.params.get("nodes", 1)
         for job in jobs:
             if job.devices != tasks:
-                print(f"error: sweep job #{job.idx} asks for {job.devices} processes (trainer.devices x trainer.num_nodes), "
-                      f"the SLURM launcher for {tasks} (hydra.launcher.tasks_per_node x nodes): sweep one device count at a time", file=sys.stderr)
-                sys.exit(2)
+                refuse(self, f"sweep job #{job.idx} asks for {job.devices} processes (trainer.devices x trainer.num_nodes), "
+                             f"the SLURM launcher for {tasks} (hydra.launcher.tasks_per_node x nodes): sweep one device count at a time")
         return super().launch(job_overrides, initial_job_idx)
 
     def sbatch_script(self, command: str = "<command>") -> str:
