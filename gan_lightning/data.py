@@ -14,6 +14,7 @@ from, and a run resumed in the middle of an epoch skips the batches it had alrea
 import math
 import struct
 from collections.abc import Callable
+from contextlib import suppress
 from itertools import islice
 from pathlib import Path
 
@@ -68,10 +69,14 @@ def find_or_download_mnist(root: str, download: bool) -> None:
     hint = f"MNIST not found in {raw}. Point data.root at a folder that holds MNIST/raw/ (for example data.root=../shared/data)"
     if not download:
         raise MNISTNotFoundError(hint + " or allow data.download=true.")
+    made = [folder for folder in (raw, raw.parent, Path(root)) if not folder.exists()]  # deepest first
     try:
         MNIST(root, train=True, download=True)
         MNIST(root, train=False, download=True)
     except Exception as err:  # torchvision raises RuntimeError, URLError or OSError depending on the mirror
+        for folder in made:  # the empty folders torchvision made for the download (a partial file keeps them)
+            with suppress(OSError):
+                folder.rmdir()
         # torchvision tells each mirror's failure on its own line; the last one says why
         reason = str(err).strip().splitlines()[-1].strip() if str(err).strip() else type(err).__name__
         raise MNISTNotFoundError(f"{hint}; downloading it failed ({reason}).") from None

@@ -42,7 +42,8 @@ def test_failed_download_is_one_clear_message(tmp_path, monkeypatch):
     # a mirror on a closed local port: the download fails at once, without any network
     monkeypatch.setattr(MNIST, "mirrors", ["http://127.0.0.1:9/"])
     with pytest.raises(MNISTNotFoundError) as err:
-        MNISTDataModule(root=str(tmp_path), download=True).prepare_data()
+        MNISTDataModule(root=str(tmp_path / "data"), download=True).prepare_data()
     message = str(err.value)
-    assert "downloading it failed" in message and str(tmp_path / "MNIST" / "raw") in message
+    assert "downloading it failed" in message and str(tmp_path / "data" / "MNIST" / "raw") in message
     assert "\n" not in message
+    assert list(tmp_path.iterdir()) == []  # not the empty data/MNIST/raw/ torchvision made for the download
