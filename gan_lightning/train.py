@@ -290,8 +290,7 @@ def main(cfg: DictConfig) -> float | None:
                 resume = f"the sweep continues with this job when the same command is run with hydra.sweep.dir={hydra_cfg.sweep.dir}"
             print(f"error: stopped by {name} at step {stop.step}; {resume}", file=sys.stderr)
         sys.exit(128 + stop.signum)
-    except NonFiniteError as err:
-        log.error("%s", err)
+    except NonFiniteError as err:  # the summary's first line has logged it (console and train.log)
         print(f"error: {err}", file=sys.stderr)
         sys.exit(3)
 
