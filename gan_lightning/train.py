@@ -72,12 +72,17 @@ class DropLines(logging.Filter):
 # LeafSpec, used by lightning/pytorch/utilities/_pytree.py, which a newer Lightning will change).
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(DropLines("💡 Tip: For seamless cloud logging"))
 warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+# A resume trains into a new run folder, by design; ModelCheckpoint then warns at every resume that
+# its best-k records, which need a monitored metric (the project's checkpoints have none), are not reloaded.
+warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
 
 
 def lightning_lines_to_the_run_log() -> None:
     """Lightning, imported before Hydra configures logging, gives its loggers a console handler of their
     own and stops their lines from reaching the root logger: Hydra's handlers (the console and the
-    run folder's train.log) then never see them. Hand them back to the root logger."""
+    run folder's train.log) then never see them. Hand them back to the root logger; and Python's
+    warnings too, so that train.log holds them with the other lines."""
+    logging.captureWarnings(True)
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logger = logging.getLogger(name)
         for handler in [h for h in logger.handlers if type(h) is logging.StreamHandler]:
