@@ -163,7 +163,8 @@ class ParallelLauncher(BaseSubmititLauncher):
     threads_per_job torch threads (default: the cores divided by the jobs running at once), so
     parallel jobs never oversubscribe the CPU.
 
-    jobs: null = as many as the GPUs take (GPUs x jobs_per_gpu), or 2 on a CPU."""
+    jobs: null = as many as the GPUs take (GPUs x jobs_per_gpu), or 2 on a CPU (1 where two jobs'
+    DDP processes, trainer.devices each, would outnumber the cores)."""
 
     _EXECUTOR = "local"
 
@@ -172,18 +173,18 @@ class ParallelLauncher(BaseSubmititLauncher):
         super().__init__(**params)
         self.jobs, self.jobs_per_gpu, self.threads_per_job, self.poll_s = jobs, jobs_per_gpu, threads_per_job, poll_s
 
-    def width(self, num_gpus: int) -> int:
-        """How many jobs run at once."""
+    def width(self, num_gpus: int, devices: int = 1) -> int:
+        """How many jobs run at once; devices: the most processes one job starts."""
         if self.jobs is not None:
             return max(int(self.jobs), 1)
-        return num_gpus * self.jobs_per_gpu if num_gpus else 2
+        return num_gpus * self.jobs_per_gpu if num_gpus else max(min(2, usable_cores() // devices), 1)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         import submitit
 
         jobs = check_jobs(self, job_overrides, initial_job_idx)
         num_gpus = gpu_count()
-        width = self.width(num_gpus)
+        width = self.width(num_gpus, max(job.devices for job in jobs))
         threads = self.threads_per_job or max(usable_cores() // width, 1)
         slots = DeviceSlots(num_gpus, self.jobs_per_gpu)
         for job in jobs:
