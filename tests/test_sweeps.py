@@ -299,7 +299,7 @@ def test_an_optuna_search_continues_its_study_after_a_crash(mnist_root, tmp_path
 ])
 def test_an_optuna_search_asks_for_as_many_trials_at_once_as_its_launcher_runs_jobs(monkeypatch, n_jobs, launcher, gpus, width):
     monkeypatch.setenv("GAN_FAKE_GPU_COUNT", str(gpus))
-    monkeypatch.setattr("hydra_plugins.gan_lightning_sweeps.launchers.usable_cores", lambda: 2)
+    monkeypatch.setitem(ParallelLauncher.width.__globals__, "usable_cores", lambda: 2)  # the module the class came from
     sweeper = OptunaSweeper(n_jobs=n_jobs)
     sweeper.launcher = launcher
     assert sweeper.width() == width
@@ -343,7 +343,7 @@ def test_every_task_of_a_slurm_run_names_the_same_folder_and_rank_zero_alone_wri
 
 def test_parallel_ddp_jobs_on_a_cpu_do_not_start_more_processes_than_cores(monkeypatch):
     launcher = ParallelLauncher()
-    monkeypatch.setattr("hydra_plugins.gan_lightning_sweeps.launchers.usable_cores", lambda: 2)
+    monkeypatch.setitem(ParallelLauncher.width.__globals__, "usable_cores", lambda: 2)  # Hydra's plugin scan may load the module again
     assert [launcher.width(0, devices) for devices in (1, 2, 4)] == [2, 1, 1]  # 2 jobs of 1 process, 1 job of 2 (or 4)
-    monkeypatch.setattr("hydra_plugins.gan_lightning_sweeps.launchers.usable_cores", lambda: 16)
+    monkeypatch.setitem(ParallelLauncher.width.__globals__, "usable_cores", lambda: 16)
     assert launcher.width(0, 2) == 2 and ParallelLauncher(jobs=3).width(0, 2) == 3  # jobs= is the user's to set

@@ -32,7 +32,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from hydra_plugins.gan_lightning_sweeps.launchers import ParallelLauncher, gpu_count
+from hydra_plugins.gan_lightning_sweeps.launchers import gpu_count
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,8 @@ class OptunaSweeper(Sweeper):
         """Trials asked for at once: n_jobs, or with n_jobs null as many as the launcher runs jobs at once."""
         if self.n_jobs:
             return int(self.n_jobs)
-        return self.launcher.width(gpu_count()) if isinstance(self.launcher, ParallelLauncher) else 1
+        # by its method, not its class: Hydra's plugin scan loads the launchers' module a second time
+        return self.launcher.width(gpu_count()) if callable(getattr(self.launcher, "width", None)) else 1
 
     def sweep(self, arguments: list[str]) -> None:
         searched, fixed = self.search_space(arguments)
