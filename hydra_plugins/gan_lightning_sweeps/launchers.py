@@ -151,6 +151,13 @@ def environment(**values: str):
                 os.environ[key] = value
 
 
+def saved_since(path: Path, since: float) -> bool:
+    try:
+        return path.stat().st_mtime >= since
+    except OSError:
+        return False
+
+
 def raise_keyboard_interrupt(signum, frame):
     raise KeyboardInterrupt(signum)
 
@@ -226,11 +233,14 @@ class ParallelLauncher(BaseSubmititLauncher):
         except KeyboardInterrupt as stop:
             # Ctrl-C or SIGTERM of the sweep: each running job saves its checkpoint (SIGTERM reaches
             # it through submitit's controller) so that a re-run of the sweep continues it.
+            stopped_at = time.time()
             for submitted in running:
                 compat.job_process(submitted).send_signal(signal.SIGTERM)
             for submitted in running:
                 compat.job_process(submitted).wait()
-            print(f"error: sweep stopped; {len(running)} running job(s) saved a checkpoint; the same command with "
+            # a job stopped before its first step has nothing to save
+            saved = sum(saved_since(job.run_dir / "checkpoints" / "interrupted.ckpt", stopped_at) for job, _ in running.values())
+            print(f"error: sweep stopped; {saved} of {len(running)} running job(s) saved a checkpoint; the same command with "
                   f"hydra.sweep.dir={self.config.hydra.sweep.dir} continues it", file=sys.stderr)
             sys.exit(128 + (stop.args[0] if stop.args else signal.SIGINT))  # 143 after SIGTERM, 130 after Ctrl-C
         finally:
