@@ -220,7 +220,8 @@ def summary_table(statuses: list[dict], metric: str, sweep_dir: Path) -> list[st
 class SweepSummary(Callback):
     """At the end of a multirun: one table (job, status, final metric, overrides, run folder),
     the error line of every job that did not complete, and exit status 1 when a job's status is
-    in fail_on (a job still 'running' after the sweep counts as 'killed')."""
+    in fail_on (a job still 'running' after the sweep counts as 'killed', or as 'still running' while
+    its process, of an earlier run of the sweep, runs on)."""
 
     def __init__(self, metric: str = "eval/fid_mnist", fail_on: tuple = ("failed", "killed", "still running", "diverged", "interrupted")):
         self.metric = metric

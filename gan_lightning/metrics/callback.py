@@ -88,7 +88,7 @@ class EvaluateGenerator(L.Callback):
         """A fit that ran no epoch (resumed at its max_steps or max_epochs): evaluate what it restored.
         Lightning allows no self.log here, so the values go to the loggers and callback_metrics
         directly, at the step the run's last evaluation would have had."""
-        if self.evaluated_step is not None or trainer.sanity_checking:
+        if self.evaluated_step is not None:
             return
         start = time.perf_counter()
         metrics = {f"eval/{name}": float(value) for name, value in self.evaluate_here(trainer, pl_module).items()}
