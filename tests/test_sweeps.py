@@ -109,6 +109,16 @@ def test_a_bad_value_in_any_job_refuses_the_sweep_before_the_first_job(mnist_roo
     assert not sweep.exists()  # not even the multirun.yaml Hydra writes before launching
 
 
+def test_the_slurm_launcher_off_a_cluster_is_one_line(mnist_root, tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_train(f"data.root={mnist_root}", *FAST, "seed=1,2", "hydra/launcher=slurm", f"hydra.sweep.dir={sweep}", multirun=True,
+                       env={"PATH": str(tmp_path)})  # no srun on it
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["error: hydra/launcher=slurm needs a SLURM cluster, and srun is not on this "
+                                                  "machine's PATH (hydra/launcher=parallel runs the jobs here)"]
+    assert not sweep.exists()
+
+
 def test_a_killed_sweep_run_again_skips_the_finished_job_and_continues_the_cut_one_from_its_checkpoint(mnist_root, tmp_path):
     sweep = tmp_path / "sweep"
     # 3 epochs: job 1 is killed after its first, with two left (time enough to notice the checkpoint)

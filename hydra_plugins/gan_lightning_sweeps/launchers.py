@@ -11,6 +11,7 @@ All three check every job's config before the first job starts, and a job whose 
 
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
@@ -269,6 +270,9 @@ class SlurmLauncher(BaseSubmititLauncher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         jobs = check_jobs(self, job_overrides, initial_job_idx)
+        if shutil.which("srun") is None:  # submitit's own words for it come with a traceback
+            refuse(self, "hydra/launcher=slurm needs a SLURM cluster, and srun is not on this machine's PATH "
+                         "(hydra/launcher=parallel runs the jobs here)")
         tasks = self.params.get("tasks_per_node", 1) * self.params.get("nodes", 1)
         for job in jobs:
             if job.devices != tasks:
