@@ -223,14 +223,15 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
     throughput.quiet_logging()
     images = load_mnist_images(args.data_root, train=True)
-    workdir = Path(tempfile.mkdtemp(prefix="gan_step_costs_"))
-    throughput.first_log_untimed(args.data_root, args.batch_size, "non_saturating", args.steps, workdir)
     tuned, project = [], []
-    for repeat in range(args.repeats):
-        tuned.append(args.batch_size / throughput.plain_loop(images, args.batch_size, "non_saturating", args.steps, args.warmup, tuned=True) * 1e6)
-        project.append(project_costs(args.data_root, args.batch_size, args.steps, args.warmup, workdir, args.iterations_per_step,
-                                     args.per_callback))
-        print(f"# repeat {repeat + 1}/{args.repeats}: tuned {tuned[-1]:.0f} us, project {project[-1]['step']:.0f} us per step", flush=True)
+    with tempfile.TemporaryDirectory(prefix="gan_step_costs_", ignore_cleanup_errors=True) as tmp:  # the runs' checkpoints and logs
+        workdir = Path(tmp)
+        throughput.first_log_untimed(args.data_root, args.batch_size, "non_saturating", args.steps, workdir)
+        for repeat in range(args.repeats):
+            tuned.append(args.batch_size / throughput.plain_loop(images, args.batch_size, "non_saturating", args.steps, args.warmup, tuned=True) * 1e6)
+            project.append(project_costs(args.data_root, args.batch_size, args.steps, args.warmup, workdir, args.iterations_per_step,
+                                         args.per_callback))
+            print(f"# repeat {repeat + 1}/{args.repeats}: tuned {tuned[-1]:.0f} us, project {project[-1]['step']:.0f} us per step", flush=True)
 
     median = lambda key: statistics.median(costs[key] for costs in project)
     print(f"\n## Microseconds per GAN step, batch {args.batch_size}" + (f", optim.iterations_per_step={args.iterations_per_step}" if args.iterations_per_step > 1 else ""))

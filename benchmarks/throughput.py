@@ -401,39 +401,9 @@ def quiet_logging() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def main(argv=None) -> None:
-    args = parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("error: --device cuda: torch sees no CUDA GPU here", file=sys.stderr)
-        sys.exit(2)
-    if args.device == "cuda" and args.ddp and torch.cuda.device_count() < 2:
-        args.ddp = False  # DDP on GPUs needs two of them
-        print("# --device cuda with one GPU: the DDP comparison is left out")
-    # the project on the chosen device and precision (after project_run's trainer.accelerator=cpu)
-    args.project_override = [f"trainer.accelerator={'gpu' if args.device == 'cuda' else 'cpu'}", f"trainer.precision={args.precision}",
-                             f"matmul_precision={args.matmul_precision}", *args.project_override]
-    args.data_root = str(Path(args.data_root).resolve())
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.clock == "cpu":
-        global clock
-        clock = time.process_time
-    quiet_logging()
-
-    print(f"# torch {torch.__version__}, lightning {L.__version__}, torch threads {torch.get_num_threads()}, "
-          f"nproc {os.cpu_count()}, device {args.device}" + (f" ({torch.cuda.get_device_name()})" if args.device == "cuda" else "")
-          + f", precision {args.precision}, matmul precision {args.matmul_precision}, clock {args.clock}, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"# {args.repeats} repeats x {args.steps} timed steps after {args.warmup} warm-up steps; data: {args.data_root}")
-    if args.project_override:
-        print(f"# project overrides: {' '.join(args.project_override)}")
-
-    variants = {}
-    for spec in args.variant:
-        name, _, overrides = spec.partition(":")
-        variants[f"project[{name}]"] = [o for o in overrides.split(",") if o]
-    images = load_mnist_images(args.data_root, train=True)
+def measure(args: argparse.Namespace, variants: dict[str, list[str]], images: torch.Tensor, workdir: Path) -> dict[tuple, list[float]]:
+    """Every contender's rates, images/s, by (contender, batch size, loss); runs write under workdir."""
     results: dict[tuple, list[float]] = {}
-    workdir = Path(tempfile.mkdtemp(prefix="gan_throughput_"))
     if "project" in args.contenders or variants:
         first_log_untimed(args.data_root, args.batch_sizes[0], args.losses[0], args.steps, workdir, args.project_override)
     for repeat in range(args.repeats):
@@ -465,6 +435,43 @@ def main(argv=None) -> None:
                 rate = ddp_run(args.data_root, devices, args.ddp_batch, args.ddp_steps, args.warmup, workdir, args.ddp_timeout, args.threads)
                 results.setdefault((f"ddp_{devices}proc", args.ddp_batch, "non_saturating"), []).append(rate)
 
+    return results
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda: torch sees no CUDA GPU here", file=sys.stderr)
+        sys.exit(2)
+    if args.device == "cuda" and args.ddp and torch.cuda.device_count() < 2:
+        args.ddp = False  # DDP on GPUs needs two of them
+        print("# --device cuda with one GPU: the DDP comparison is left out")
+    # the project on the chosen device and precision (after project_run's trainer.accelerator=cpu)
+    args.project_override = [f"trainer.accelerator={'gpu' if args.device == 'cuda' else 'cpu'}", f"trainer.precision={args.precision}",
+                             f"matmul_precision={args.matmul_precision}", *args.project_override]
+    args.data_root = str(Path(args.data_root).resolve())
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.clock == "cpu":
+        global clock
+        clock = time.process_time
+    quiet_logging()
+
+    print(f"# torch {torch.__version__}, lightning {L.__version__}, torch threads {torch.get_num_threads()}, "
+          f"nproc {os.cpu_count()}, device {args.device}" + (f" ({torch.cuda.get_device_name()})" if args.device == "cuda" else "")
+          + f", precision {args.precision}, matmul precision {args.matmul_precision}, clock {args.clock}, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"# {args.repeats} repeats x {args.steps} timed steps after {args.warmup} warm-up steps; data: {args.data_root}")
+    if args.project_override:
+        print(f"# project overrides: {' '.join(args.project_override)}")
+
+    variants = {}
+    for spec in args.variant:
+        name, _, overrides = spec.partition(":")
+        variants[f"project[{name}]"] = [o for o in overrides.split(",") if o]
+    images = load_mnist_images(args.data_root, train=True)
+    # the runs' checkpoints, event files and grids: hundreds of MB a command, gone with it
+    with tempfile.TemporaryDirectory(prefix="gan_throughput_", ignore_cleanup_errors=True) as workdir:
+        results = measure(args, variants, images, Path(workdir))
     if args.json:
         Path(args.json).write_text(json.dumps([{"contender": k[0], "batch": k[1], "loss": k[2], "images_per_s": v} for k, v in results.items()], indent=1))
     print()

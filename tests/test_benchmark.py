@@ -6,6 +6,7 @@ process (torch threads, warning filters, logger levels) is put back afterwards."
 
 import importlib.util
 import logging
+import tempfile
 import warnings
 
 import pytest
@@ -45,10 +46,12 @@ def run_throughput(*args: str) -> None:
     run_benchmark("throughput", *args)
 
 
-def test_throughput_benchmark_runs_and_prints_the_tables(mnist_root, capsys):
+def test_throughput_benchmark_runs_and_prints_the_tables(mnist_root, capsys, tmp_path, monkeypatch):
     # --no-ddp: the DDP comparison starts train.py three times (seconds of imports each); its runs are
     # checked below, and its step timer in a 2-process run in tests/test_train.py
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the benchmark's runs write
     run_throughput("--data-root", str(mnist_root), "--no-ddp", "--matmul-precision", "medium")
+    assert not list(tmp_path.glob("gan_throughput_*"))  # its runs' checkpoints and logs are gone with it
     out = capsys.readouterr().out
     assert "matmul precision medium" in out
     assert torch.get_float32_matmul_precision() == "highest"  # every contender set it for its run only
@@ -67,7 +70,7 @@ def test_the_ddp_comparison_runs_train_py_with_its_step_timer(tmp_path):
     assert type(timer).__name__ == "StepTimer" and timer.path == str(tmp_path / "run" / "step_times.json")
 
 
-def test_the_step_costs_benchmark_prints_its_table_and_undoes_its_timers(mnist_root, capsys):
+def test_the_step_costs_benchmark_prints_its_table_and_undoes_its_timers(mnist_root, capsys, tmp_path, monkeypatch):
     from lightning.pytorch.core.optimizer import LightningOptimizer
     from lightning.pytorch.trainer import call
 
@@ -77,7 +80,9 @@ def test_the_step_costs_benchmark_prints_its_table_and_undoes_its_timers(mnist_r
                (torch.Tensor, "backward"), (call, "_call_callback_hooks")]
     torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])  # torch wraps Adam.step for its profiler at the first Adam, for good
     before = [getattr(owner, name) for owner, name in wrapped]
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     run_benchmark("step_costs", "--data-root", str(mnist_root), "--iterations-per-step", "2", "--per-callback")
+    assert not list(tmp_path.glob("gan_step_costs_*"))
     out = capsys.readouterr().out
     assert "## Microseconds per GAN step, batch 16, optim.iterations_per_step=2" in out
     for row in ("| project, step |", "NaN alarm |", "optimizer layers |", "Lightning's loop between training steps |", "callbacks' batch hooks |",
