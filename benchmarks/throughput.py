@@ -35,6 +35,7 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import os
 import statistics
 import subprocess
@@ -211,11 +212,13 @@ def project_run(data_root: str, batch_size: int, loss: str, steps: int, warmup: 
     cfg = project_config(overrides, str(workdir / f"project_{uuid.uuid4().hex[:8]}"))
     # steps and warmup count GAN iterations (one G update each); a loader batch holds iterations_per_step of them
     per_batch = cfg.optim.iterations_per_step
-    cfg.trainer.limit_train_batches = (warmup + steps) // per_batch
+    warmup_batches = max(warmup // per_batch, 1)
+    # whole loader batches, at least one timed after the warm-up (--tiny with iterations_per_step=8: 6 iterations)
+    cfg.trainer.limit_train_batches = max(math.ceil((warmup + steps) / per_batch), warmup_batches + 1)
     stamps = CollateStamps(gan_lightning.data.keep_batch)
     with quiet(), mock.patch.object(gan_lightning.data, "keep_batch", stamps):  # the project's collate_fn
         train(cfg)
-    return images_per_second(stamps.times, max(warmup // per_batch, 1), instantiate(cfg.data.datamodule).images_per_step)
+    return images_per_second(stamps.times, warmup_batches, instantiate(cfg.data.datamodule).images_per_step)
 
 
 def first_log_untimed(data_root: str, batch_size: int, loss: str, steps: int, workdir: Path, extra: list[str] = ()) -> None:

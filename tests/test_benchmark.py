@@ -50,13 +50,15 @@ def test_throughput_benchmark_runs_and_prints_the_tables(mnist_root, capsys, tmp
     # --no-ddp: the DDP comparison starts train.py three times (seconds of imports each); its runs are
     # checked below, and its step timer in a 2-process run in tests/test_train.py
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the benchmark's runs write
-    run_throughput("--data-root", str(mnist_root), "--no-ddp", "--matmul-precision", "medium")
+    run_throughput("--data-root", str(mnist_root), "--no-ddp", "--matmul-precision", "medium",
+                   "--variant", "k8:optim.iterations_per_step=8")  # 8 iterations a batch: more than --tiny's 6 (whole batches are timed)
     assert not list(tmp_path.glob("gan_throughput_*"))  # its runs' checkpoints and logs are gone with it
     out = capsys.readouterr().out
     assert "matmul precision medium" in out
     assert torch.get_float32_matmul_precision() == "highest"  # every contender set it for its run only
     assert "| batch | loss | (0) tuned loop | (1) plain loop | (2) project | (4) common example | (2)/(0) median (min-max) | (2)/(1) | (2)/(4) |" in out
     assert "| 16 | non_saturating |" in out
+    assert "| 16 | non_saturating | project[k8] | optim.iterations_per_step=8 |" in out
     assert "(3a) torchvision per-sample" in out and "\n| 16 | " in out
     assert "nan" not in out
 
