@@ -118,10 +118,11 @@ def main() -> None:
             for variant in args.variants:
                 results.setdefault((batch_size, variant), []).append(run(variant, data, batch_size, args.steps, args.warmup))
     print(f"# torch threads {torch.get_num_threads()}, {args.repeats} repeats x {args.steps} steps; images/s, median (min-max)")
-    print("| batch | variant | images/s | vs base |")
+    first = args.variants[0]  # the one the others are compared with: base by default
+    print(f"| batch | variant | images/s | vs {first} |")
     print("|---:|---|---:|---:|")
     for batch_size in args.batch_sizes:
-        base = statistics.median(results[(batch_size, "base")]) if "base" in args.variants else float("nan")
+        base = statistics.median(results[(batch_size, first)])
         for variant in args.variants:
             rates = results[(batch_size, variant)]
             med = statistics.median(rates)

@@ -68,7 +68,7 @@ class Float32Precision(Precision):
     plugin and still run; mixed precision keeps Lightning's plugins.
 
     Who listens is worked out once per hook and kept while the trainer's callback list and the
-    module stay the same (scanning the 9 callbacks at every call cost ~10 us in a training step,
+    module stay the same (scanning the callbacks at every call cost ~10 us in a training step,
     6 calls per GAN iteration): a hook set on a callback in the middle of fit() is not seen."""
 
     def __init__(self) -> None:
