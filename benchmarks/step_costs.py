@@ -7,12 +7,22 @@
 
 Runs the tuned hand-written loop of benchmarks/throughput.py and the project (`train(cfg)` on the
 composed conf/, eval=none, as throughput.py's project contender) interleaved, --repeats times, and
-prints microseconds per GAN step (medians over the timed steps, then over the repeats):
+prints microseconds per GAN step (per timed step a median, or a mean where noted; then the median
+over the repeats):
 
-  step                    wall time per step (the tuned loop's, and the project's)
+  step                    wall time per step (the tuned loop's, and the project's: a mean)
+  GAN.training_step       the project's training step (a mean)
   between batches         the project's step minus its GAN.training_step: Lightning's loop around a
                           batch (data fetch and gather, batch hooks, the callbacks' batch hooks,
                           logger connector, progress bar)
+    data fetch            Lightning's data fetcher's __next__ (CombinedLoader, DataLoader, sampler)
+      gather              the project's dataset's __getitems__: the batch's images, one index gather
+    batch transfer        Strategy.batch_to_device and the module's batch-transfer hooks
+    callbacks' batch hooks  Lightning's dispatch of on_train_batch_start / _end to the callbacks
+                          (--per-callback: each callback's own share)
+    logger connector      Lightning's logger connector at a batch's start and end
+    rest of the loop      between batches minus the four rows above: progress counters, the
+                          module's batch hooks, the training_step call's layers, ...
   optimizer layers        LightningOptimizer.step minus the optimizer's own step: the strategy and
                           precision plugin layers, the progress counters and the dispatch of
                           on_before_optimizer_step (the NaN alarm itself not included). torch's
@@ -22,7 +32,7 @@ prints microseconds per GAN step (medians over the timed steps, then over the re
                           plugin layers and the backward hooks' dispatch
   NaN alarm               NonFiniteAlarm.on_before_optimizer_step (its check of the loss and the
                           gradients before every update)
-  logging                 GAN.log_training, averaged over all steps (it runs every log_every_n_steps)
+  logging                 GAN.log_training, a mean over all steps (it runs every log_every_n_steps)
 
 The last line estimates project / tuned from the layers alone (1 - their share of the project's own
 step, see overhead()): within one run, so steadier than the ratio of two runs. The timers cost
@@ -236,7 +246,8 @@ def main(argv=None) -> None:
     median = lambda key: statistics.median(costs[key] for costs in project)
     print(f"\n## Microseconds per GAN step, batch {args.batch_size}" + (f", optim.iterations_per_step={args.iterations_per_step}" if args.iterations_per_step > 1 else ""))
     print(f"# torch {torch.__version__}, torch threads {torch.get_num_threads()}, {args.repeats} repeats x {args.steps} steps after {args.warmup}\n")
-    print("| | us per step | share of the project's step |")
+    unit = "us per GAN iteration" if args.iterations_per_step > 1 else "us per step"
+    print(f"| | {unit} | share of the project's step |")
     print("|---|---:|---:|")
     step = median("step")
     print(f"| tuned loop, step | {statistics.median(tuned):,.0f} | |")

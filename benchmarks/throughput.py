@@ -24,8 +24,9 @@ Contenders, all with the reference MLPs of gan_lightning.networks and the losses
            ToTensor (+ Normalize) transform through a DataLoader, toggle_optimizer around each
            step, G run twice, log_dict of both losses every step; timed like the project.
   data     the data pipeline alone: torchvision's per-sample path versus the project's loader.
-  ddp      `train.py` with trainer.devices=2 (CPU processes, gloo) against devices=1 at the same
-           global batch, from the timestamps of the same callback.
+And with --ddp (the default; --no-ddp leaves it out): `train.py` with trainer.devices=2 (CPU
+processes, gloo) against devices=1 at the same global batch, each timed by a StepTimer callback in
+its own processes (wall time, whatever --clock says).
 
 Contenders are interleaved within each repeat so that other load on the machine hits them alike;
 the table shows medians over the repeats.
@@ -368,11 +369,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ddp-repeats", type=int, default=3)
     p.add_argument("--ddp-timeout", type=float, default=600)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where plain, project and common train (data and DDP: see README)")
-    p.add_argument("--precision", choices=["32-true", "bf16-mixed", "16-mixed"], default="32-true", help="trainer.precision of plain, project and common")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where tuned, plain, project and common train (data and DDP: on the CPU)")
+    p.add_argument("--precision", choices=["32-true", "bf16-mixed", "16-mixed"], default="32-true", help="trainer.precision of the project and common, autocast of the tuned and plain loops")
     p.add_argument("--matmul-precision", choices=MATMUL_PRECISIONS, default="highest",
                    help="torch.set_float32_matmul_precision of every contender (the project's matmul_precision)")
-    p.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="time steps by wall time, or by this process's CPU time (a busy machine; use with --threads 1)")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="time steps by wall time, or by this process's CPU time (a busy machine; use with --threads 1); not the DDP runs")
     p.add_argument("--tiny", action="store_true", help="a few steps of one small batch size, one repeat (for tests)")
     p.add_argument("--json", default=None, help="also write every measurement to this file")
     args = p.parse_args(argv)
