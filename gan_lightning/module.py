@@ -74,8 +74,9 @@ class EMA(AveragedModel):
     def update_parameters(self, model: nn.Module) -> None:
         averages = [t.detach() for t in (*self.module.parameters(), *self.module.buffers())]
         current = [t.detach().to(a.device) for a, t in zip(averages, (*model.parameters(), *model.buffers()))]
-        if not self.started():  # the first update copies, as AveragedModel's
-            torch._foreach_copy_(averages, current)
+        if not self.started():  # the first update copies, as AveragedModel's (once: no fused copy needed)
+            for average, value in zip(averages, current):
+                average.copy_(value)
         else:
             grouped = group_by_device_and_dtype([averages, current])
             for (device, _), ([group_averages, group_current], _) in grouped.items():
