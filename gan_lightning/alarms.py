@@ -192,13 +192,17 @@ class CollapseAlarm(L.Callback):
         self.d_won_since: int | None = None
         self.raised: dict[str, bool] = {"d_won": False, "low_coverage": False}
         self.last_coverage = None
+        self.checked_at: int | None = None  # the step of the last check at a batch's end
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
         if trainer.global_step % max(trainer.log_every_n_steps, 1) == 0:  # the steps GAN.training_step logs at
             self.check(trainer)
+            self.checked_at = trainer.global_step
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.check(trainer)  # GAN.training_step also logs at the last batch of an epoch (and of the run)
+        # GAN.training_step also logs at the last batch of an epoch (and of the run); the evaluation
+        # logs at the epoch's end. The losses' check, when that batch had it already, is not repeated.
+        self.check(trainer, d_won=trainer.global_step != self.checked_at)
 
     def d_has_won(self, metrics: dict) -> tuple[bool, str] | None:
         """Whether D separates real from fake by the loss's own measure, and how; None when the
@@ -211,9 +215,9 @@ class CollapseAlarm(L.Callback):
             return float(margins) >= 1.0, "every real score >= 1 and every fake score <= -1 (hinge margins all met, D's loss is 0)"
         return None
 
-    def check(self, trainer: L.Trainer) -> None:
+    def check(self, trainer: L.Trainer, d_won: bool = True) -> None:
         metrics = trainer.callback_metrics
-        d_won = self.d_has_won(metrics)
+        d_won = self.d_has_won(metrics) if d_won else None
         if d_won is not None:
             won, how = d_won
             if won:

@@ -173,6 +173,7 @@ def test_alarms_fire_in_a_real_run_with_flags_and_text_entries(train_in_process,
     events.Reload()
     flags = [(e.step, e.value) for e in events.Scalars("warning/d_won")]
     assert flags[:6] == [(0, 0.0), (1, 0.0), (2, 0.0), (3, 0.0), (4, 1.0), (5, 1.0)]  # at the batches' indices, as the losses
+    assert [step for step, _ in flags] == list(range(8))  # once each: the last batch's flag not again at the epoch's end
     assert [e.value for e in events.Scalars("warning/low_coverage")] == [1.0]
     assert {"warning/d_won/text_summary", "warning/low_coverage/text_summary"} <= set(events.Tags()["tensors"])
     # the warnings go to the run's log (train.log in a run of train.py: Hydra's file handler on the root logger)
