@@ -20,6 +20,9 @@ def test_planted_nan_stops_the_run_naming_step_and_loss_and_keeps_the_last_good_
     assert result.returncode == 3, result.stderr[-3000:]
     assert "non-finite training at step 11 (epoch 1): loss_d is nan" in result.stderr
     assert "last good checkpoint is" in result.stderr
+    # said twice: in the summary's first line (console and train.log) and as the one-line error, no more
+    assert (result.stdout + result.stderr).count("non-finite training at step 11") == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: non-finite training at step 11")
     checkpoints = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert checkpoints == ["epoch000-step0000008.ckpt", "last.ckpt"]  # nothing saved after the NaN
     assert json.loads((tmp_path / "summary.json").read_text())["status"] == "diverged"
