@@ -360,3 +360,14 @@ def test_a_seed_that_numpy_cannot_take_is_one_line(train_in_process):
     with pytest.raises(ConfigError) as err:
         train_in_process("seed=-1")
     assert str(err.value).startswith("seed must be null or an integer in [0, 2**32 - 1], got -1 (")
+
+
+def test_python_warnings_reach_train_log_and_a_resume_into_a_new_folder_does_not_warn(mnist_root, tmp_path):
+    # 8 batches and log_every_n_steps=50: Lightning warns (warnings.warn) that no step will be logged
+    common = [f"data.root={mnist_root}", *FAST, "eval=none", "trainer.log_every_n_steps=50"]
+    first = check(run_train(*common, f"hydra.run.dir={tmp_path / 'first'}", env={"PYTHONWARNINGS": "default"}))
+    assert "smaller than the logging interval" in first.stdout + first.stderr
+    assert "[py.warnings][WARNING]" in (log := (tmp_path / "first" / "train.log").read_text()) and "smaller than the logging interval" in log
+    resumed = check(run_train(*common, "trainer.max_epochs=2", f"ckpt_path={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}",
+                              f"hydra.run.dir={tmp_path / 'resumed'}", env={"PYTHONWARNINGS": "default"}))
+    assert "dirpath has changed" not in resumed.stdout + resumed.stderr  # ModelCheckpoint's, at every resume into a new folder
