@@ -216,8 +216,8 @@ def train_validated(cfg: DictConfig, extra_callbacks: list) -> float | None:
     if cfg.seed is not None:
         try:
             L.seed_everything(cfg.seed, workers=True)
-        except ValueError as err:  # out of numpy's range; refused here, not in validate(), so that a sweep's other jobs still run
-            raise ConfigError(f"seed must be null or an integer in [0, 2**32 - 1], got {cfg.seed} ({err})") from None
+        except ValueError:  # out of numpy's range; refused here, not in validate(), so that a sweep's other jobs still run
+            raise ConfigError(f"seed must be null or an integer in [0, 2**32 - 1], got {cfg.seed}") from None
     with refused_as_one_line():
         # plain dicts, so that checkpoints hold no omegaconf objects and load with weights_only=True
         module = instantiate(cfg.module, _recursive_=False, _convert_="all")

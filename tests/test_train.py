@@ -359,7 +359,7 @@ def test_a_value_that_lightning_or_an_import_refuses_is_one_line_too(train_in_pr
 def test_a_seed_that_numpy_cannot_take_is_one_line(train_in_process):
     with pytest.raises(ConfigError) as err:
         train_in_process("seed=-1")
-    assert str(err.value).startswith("seed must be null or an integer in [0, 2**32 - 1], got -1 (")
+    assert str(err.value) == "seed must be null or an integer in [0, 2**32 - 1], got -1"
 
 
 def test_python_warnings_reach_train_log_and_a_resume_into_a_new_folder_does_not_warn(mnist_root, tmp_path):
