@@ -22,7 +22,9 @@ log = logging.getLogger(__name__)
 
 
 class NonFiniteError(RuntimeError):
-    pass
+    def __init__(self, message: str, step: int | None = None):
+        super().__init__(message)
+        self.step = step  # the step whose update it stopped: the steps done before it
 
 
 def last_good_checkpoint(trainer: L.Trainer) -> str:
@@ -100,7 +102,7 @@ class NonFiniteAlarm(L.Callback):
             what = f"{name} is finite ({loss_value.item():.4g}) but its gradient norm is {grad_norm.item()}"
             if scaler is not None and scaler.is_enabled():
                 what += f" at a loss scale of {scaler.get_scale():g} (fp16 overflow the scaler cannot cure)"
-        raise NonFiniteError(self.message(trainer, trainer.global_step, what))
+        raise NonFiniteError(self.message(trainer, trainer.global_step, what), trainer.global_step)
 
     def flag(self, device: torch.device) -> torch.Tensor:
         """The next update's flag: a 0-dim view of self.flags (the shape of the step counts fused Adam
@@ -129,7 +131,7 @@ class NonFiniteAlarm(L.Callback):
             what = f"{name} is finite ({loss_value.item():.4g}) but a gradient behind it is inf or NaN"
         else:
             what = f"{name} is {loss_value.item()}"
-        raise NonFiniteError(self.message(trainer, step, what, which_update(first, [d[0] for d in deferred], getattr(pl_module, "iterations", 1))))
+        raise NonFiniteError(self.message(trainer, step, what, which_update(first, [d[0] for d in deferred], getattr(pl_module, "iterations", 1))), step)
 
     @staticmethod
     def message(trainer: L.Trainer, step: int, what: str, where: str = "") -> str:

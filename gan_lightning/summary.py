@@ -41,19 +41,21 @@ def resume_checkpoint(run_dir: Path) -> Path | None:
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
-def write_summary(trainer: L.Trainer, run_dir: Path | str, status: str, error: str | None = None) -> dict | None:
+def write_summary(trainer: L.Trainer, run_dir: Path | str, status: str, error: str | None = None, steps: int | None = None) -> dict | None:
     """Log the end of the run and write run_dir/summary.json; rank 0 only (returns None elsewhere).
-    status: completed, stopped (an alarm with stop=true), interrupted, diverged or failed."""
+    status: completed, stopped (an alarm with stop=true), interrupted, diverged or failed. steps:
+    the steps done, when not the trainer's count (a diverged step, stopped before its updates, is not done)."""
     if not trainer.is_global_zero:
         return None
     run_dir = Path(run_dir)
+    steps = trainer.global_step if steps is None else steps
     metrics = final_metrics(trainer)
     checkpoint = resume_checkpoint(run_dir)
     summary = {
         "status": status,
         "error": error,
         "run_dir": str(run_dir.resolve()),
-        "steps": trainer.global_step,
+        "steps": steps,
         "metrics": metrics,
         "checkpoint": str(checkpoint.resolve()) if checkpoint else None,
         "tensorboard": f"tensorboard --logdir {shown_path(run_dir)}",
@@ -62,7 +64,7 @@ def write_summary(trainer: L.Trainer, run_dir: Path | str, status: str, error: s
     (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n")
 
     shown = ", ".join(f"{label} {metrics[name]:.4g}" for name, label in SHOWN.items() if name in metrics)
-    lines = [f"run {status} at step {trainer.global_step}: {shown_path(run_dir)}"
+    lines = [f"run {status} at step {steps}: {shown_path(run_dir)}"
              + (f" ({error})" if error else ""),
              f"final: {shown or 'no metrics logged'}"]
     if checkpoint:

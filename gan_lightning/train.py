@@ -236,7 +236,7 @@ def train_validated(cfg: DictConfig, extra_callbacks: list) -> float | None:
                 saved = saver.path if saver is not None and saver.path.is_file() else None
                 raise Interrupted(saver.signum if saver else signal.SIGTERM, saved, trainer.global_step) from None
     except NonFiniteError as err:
-        write_summary(trainer, run_dir, "diverged", str(err))
+        write_summary(trainer, run_dir, "diverged", str(err), steps=err.step)
         raise
     except (Interrupted, KeyboardInterrupt, SystemExit):  # Lightning ends a Ctrl-C with sys.exit(1)
         write_summary(trainer, run_dir, "interrupted")

@@ -25,7 +25,9 @@ def test_planted_nan_stops_the_run_naming_step_and_loss_and_keeps_the_last_good_
     assert result.stderr.strip().splitlines()[-1].startswith("error: non-finite training at step 11")
     checkpoints = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert checkpoints == ["epoch000-step0000008.ckpt", "last.ckpt"]  # nothing saved after the NaN
-    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "diverged"
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert (summary["status"], summary["steps"]) == ("diverged", 11)  # the step the alarm names: 11 done before it
+    assert f"run diverged at step 11: {tmp_path}" in result.stdout + result.stderr
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     assert last["global_step"] == 8
     assert all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
