@@ -215,6 +215,7 @@ def test_the_parallel_launcher_runs_jobs_at_once_on_shared_gpus_with_the_cores_s
         run = next(sweep.glob(f"{job}_*"))
         assert (run / "checkpoints" / "last.ckpt").is_file() and len(list(run.rglob("events.out.tfevents.*"))) == 1
     assert len(list((sweep / ".submitit").rglob("*_log.out"))) == 3  # each job's own console output
+    assert not (sweep / ".submitit" / "%j").exists()  # the executor's folder pattern, made as a folder of its own
 
 
 def test_gpu_slots_give_each_job_its_own_gpu_then_share_them():

@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 from collections import deque
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -246,6 +246,8 @@ class ParallelLauncher(BaseSubmititLauncher):
             sys.exit(128 + (stop.args[0] if stop.args else signal.SIGINT))  # 143 after SIGTERM, 130 after Ctrl-C
         finally:
             signal.signal(signal.SIGTERM, previous)
+            with suppress(OSError):  # the executor makes its folder pattern (.submitit/%j) as a folder, empty
+                Path(self.params["submitit_folder"]).rmdir()
         return [results[job.idx] for job in jobs]
 
     @staticmethod
