@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -57,3 +58,13 @@ class WaitForJobs(L.Callback):
             if time.time() > deadline:
                 raise RuntimeError(f"{self.jobs} jobs of the sweep did not run at the same time")
             time.sleep(0.1)
+
+
+class Warn(L.Callback):
+    """Issues a Python warning (warnings.warn) when training starts: where it ends up is what is tested."""
+
+    def __init__(self, message: str):
+        self.message = message
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        warnings.warn(self.message)

@@ -45,13 +45,15 @@ def test_a_run_writes_config_checkpoint_scalars_images_and_hparams(mnist_root, t
     # With the model summary, and Python's default warnings: what a user's console shows.
     fast = [o for o in FAST if not o.startswith("trainer.enable_model_summary")]
     result = check(run_train(f"data.root={mnist_root}", f"hydra.run.dir={run}", *fast, "trainer.max_epochs=2",
-                             "callbacks.collapse_alarm.min_classes_covered=11",
-                             "callbacks.collapse_alarm.min_steps=0", env={"PYTHONWARNINGS": "default"}))
+                             "callbacks.collapse_alarm.min_classes_covered=11", "callbacks.collapse_alarm.min_steps=0",
+                             "+callbacks.warn._target_=tests.probes.Warn", "+callbacks.warn.message=a planted warning",
+                             env={"PYTHONWARNINGS": "default"}))
     assert (run / ".hydra" / "config.yaml").is_file()
     # the project's warnings and Lightning's lines reach the run's log file (Hydra's file handler)
     log = (run / "train.log").read_text()
     assert "[gan_lightning.alarms][WARNING] - warning/low_coverage: step 16" in log
     assert "`Trainer.fit` stopped: `max_epochs=2` reached." in log
+    assert "[py.warnings][WARNING]" in log and "UserWarning: a planted warning" in log  # Python's warnings too
     # the end of the run: where it is, its final metrics, what to resume from, how to watch it
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["steps"] == 2 * BATCHES and summary["run_dir"] == str(run)
@@ -362,12 +364,8 @@ def test_a_seed_that_numpy_cannot_take_is_one_line(train_in_process):
     assert str(err.value) == "seed must be null or an integer in [0, 2**32 - 1], got -1"
 
 
-def test_python_warnings_reach_train_log_and_a_resume_into_a_new_folder_does_not_warn(mnist_root, tmp_path):
-    # 8 batches and log_every_n_steps=50: Lightning warns (warnings.warn) that no step will be logged
-    common = [f"data.root={mnist_root}", *FAST, "eval=none", "trainer.log_every_n_steps=50"]
-    first = check(run_train(*common, f"hydra.run.dir={tmp_path / 'first'}", env={"PYTHONWARNINGS": "default"}))
-    assert "smaller than the logging interval" in first.stdout + first.stderr
-    assert "[py.warnings][WARNING]" in (log := (tmp_path / "first" / "train.log").read_text()) and "smaller than the logging interval" in log
-    resumed = check(run_train(*common, "trainer.max_epochs=2", f"ckpt_path={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}",
-                              f"hydra.run.dir={tmp_path / 'resumed'}", env={"PYTHONWARNINGS": "default"}))
+def test_a_resume_into_a_new_folder_does_not_warn_about_modelcheckpoints_dirpath(mnist_root, train_in_process, tmp_path):
+    train_in_process("eval=none", run_dir=tmp_path / "first")
+    resumed = check(run_train(f"data.root={mnist_root}", *FAST, "eval=none", "trainer.max_epochs=2", f"hydra.run.dir={tmp_path / 'resumed'}",
+                              f"ckpt_path={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}", env={"PYTHONWARNINGS": "default"}))
     assert "dirpath has changed" not in resumed.stdout + resumed.stderr  # ModelCheckpoint's, at every resume into a new folder
