@@ -109,16 +109,6 @@ def test_a_bad_value_in_any_job_refuses_the_sweep_before_the_first_job(mnist_roo
     assert not sweep.exists()  # not even the multirun.yaml Hydra writes before launching
 
 
-def test_the_slurm_launcher_off_a_cluster_is_one_line(mnist_root, tmp_path):
-    sweep = tmp_path / "sweep"
-    result = run_train(f"data.root={mnist_root}", *FAST, "seed=1,2", "hydra/launcher=slurm", f"hydra.sweep.dir={sweep}", multirun=True,
-                       env={"PATH": str(tmp_path)})  # no srun on it
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == ["error: hydra/launcher=slurm needs a SLURM cluster, and srun is not on this "
-                                                  "machine's PATH (hydra/launcher=parallel runs the jobs here)"]
-    assert not sweep.exists()
-
-
 def test_a_killed_sweep_run_again_skips_the_finished_job_and_continues_the_cut_one_from_its_checkpoint(mnist_root, tmp_path):
     sweep = tmp_path / "sweep"
     # 3 epochs: job 1 is killed after its first, with two left (time enough to notice the checkpoint)
@@ -234,6 +224,21 @@ def test_gpu_slots_give_each_job_its_own_gpu_then_share_them():
 def compose_slurm(*overrides):
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return compose("train", overrides=["hydra/launcher=slurm", *overrides], return_hydra_config=True)
+
+
+def test_the_slurm_launcher_off_a_cluster_is_one_line(tmp_path, monkeypatch, capsys):
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "multirun.yaml").write_text("")  # what Hydra writes before it launches
+    launcher = instantiate(compose_slurm(f"hydra.sweep.dir={sweep}").hydra.launcher)
+    launcher.config = compose_slurm(f"hydra.sweep.dir={sweep}")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no srun on it
+    with pytest.raises(SystemExit) as exit_:
+        launcher.launch([["seed=1"], ["seed=2"]], initial_job_idx=0)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == ("error: hydra/launcher=slurm needs a SLURM cluster, and srun is not on this machine's PATH "
+                                       "(hydra/launcher=parallel runs the jobs here)\n")
+    assert not sweep.exists()
 
 
 def test_slurm_launcher_submits_one_task_per_device_with_the_configured_resources(tmp_path, monkeypatch):

@@ -271,10 +271,10 @@ class SlurmLauncher(BaseSubmititLauncher):
     _EXECUTOR = "slurm"
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        jobs = check_jobs(self, job_overrides, initial_job_idx)
         if shutil.which("srun") is None:  # submitit's own words for it come with a traceback
             refuse(self, "hydra/launcher=slurm needs a SLURM cluster, and srun is not on this machine's PATH "
                          "(hydra/launcher=parallel runs the jobs here)")
+        jobs = check_jobs(self, job_overrides, initial_job_idx)
         tasks = self.params.get("tasks_per_node", 1) * self.params.get("nodes", 1)
         for job in jobs:
             if job.devices != tasks:
