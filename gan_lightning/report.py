@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from gan_lightning.summary import read_summary  # noqa: E402
-from gan_lightning.sweeps import read_status  # noqa: E402
+from gan_lightning.sweeps import describe, read_status  # noqa: E402
 
 # Scalars logged by the eval callback and by GAN.training_step (x-axis: batches = generator steps).
 FID, CLASSES, KL, SCORE = "eval/fid_mnist", "eval/classes_covered", "eval/kl_uniform", "eval/classifier_score"
@@ -151,7 +151,9 @@ def find_problem(run: Run) -> str | None:
     from what it left behind."""
     status = read_status(run.path)
     if status and status.get("status") not in (None, "completed"):
-        state = "killed (its process died)" if status["status"] == "running" else status["status"]
+        state = describe(status)
+        if status["status"] == "running" and state == "killed":
+            state += " (its process died)"
         return f"{state}: {status['error']}" if status.get("error") else state
     summary = read_summary(run.path)
     if (status or summary or {}).get("status") == "completed":

@@ -120,17 +120,23 @@ def resources() -> dict:
     }
 
 
-def still_running(status: dict) -> bool:
-    """Whether the process a 'running' job's status names still runs: known only on its own host,
-    where a job of a parallel sweep that was killed with kill -9 runs on without its sweep."""
-    process = status.get("resources") or {}
-    if status.get("status") != "running" or process.get("host") != socket.gethostname() or process.get("pid") in (None, os.getpid()):
-        return False
+def process_alive(host: str | None, pid) -> bool | None:
+    """Whether process pid of host still runs; None for another host's, which this one cannot tell."""
+    if host != socket.gethostname():
+        return None
     try:
-        os.kill(int(process["pid"]), 0)
-    except (OSError, ValueError):
+        os.kill(int(pid), 0)
+    except (OSError, TypeError, ValueError):
         return False
     return True
+
+
+def still_running(status: dict) -> bool:
+    """Whether the process a 'running' job's status names still runs (known only on its own host),
+    as a job of a parallel sweep that was killed with kill -9 does, without its sweep."""
+    process = status.get("resources") or {}
+    return (status.get("status") == "running" and process.get("pid") != os.getpid()
+            and process_alive(process.get("host"), process.get("pid")) is True)
 
 
 def run_sweep_job(cfg: DictConfig, train_fn, expected_errors: tuple = ()) -> float:
@@ -209,10 +215,11 @@ def summary_table(statuses: list[dict], metric: str, sweep_dir: Path) -> list[st
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r[:4], widths)) + "  " + r[4] for r in rows]
     for s in statuses:
-        if describe(s) == "still running":
+        state = describe(s)
+        if state == "still running":
             lines.append(f"#{s.get('job')}: its process {s['resources']['pid']}, started by an earlier run of this sweep, "
                          "still trains in its folder; run the sweep again once it has ended")
-        elif describe(s) != "completed" and s.get("error"):
+        elif state != "completed" and s.get("error"):
             lines.append(f"#{s.get('job')}: {s['error']}")
     return lines
 

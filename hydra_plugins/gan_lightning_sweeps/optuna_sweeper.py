@@ -32,6 +32,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from gan_lightning.sweeps import process_alive
 from hydra_plugins.gan_lightning_sweeps.launchers import gpu_count
 
 log = logging.getLogger(__name__)
@@ -66,13 +67,7 @@ def alive(worker: str | None) -> bool:
     if not worker:
         return False
     host, _, pid = worker.rpartition(":")
-    if host != socket.gethostname():
-        return True  # another machine's trial: assume it is still being worked on
-    try:
-        os.kill(int(pid), 0)
-    except (OSError, ValueError):
-        return False
-    return True
+    return process_alive(host, pid) is not False  # another machine's trial: assume it is still being worked on
 
 
 class OptunaSweeper(Sweeper):
