@@ -81,7 +81,9 @@ def test_the_default_config_builds_the_reference_gan():
         ("+trainer.accumulate_grad_batches=2", "trainer.accumulate_grad_batches must be 1 (Lightning cannot accumulate gradients under "
                                                "the GAN's manual optimization), got 2"),
         ("loss.d_output=logit", "loss.d_output must be probability, margin or score, got 'logit'"),
-        ("model.output_range=[1,-1]", "model.output_range must be two numbers [low, high] with low < high, got [1, -1]"),
+        ("model.output_range=[1,-1]", "model.output_range must be two finite numbers [low, high] with low < high, got [1, -1]"),
+        ("regularization.r1_weight=inf", "regularization.r1_weight must be a finite number >= 0, got inf"),
+        ("regularization.instance_noise.sigma=inf", "regularization.instance_noise.sigma must be a finite number >= 0, got inf"),
         ("matmul_precision=low", "matmul_precision must be highest, high or medium, got 'low'"),
     ],
 )
