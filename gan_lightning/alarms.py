@@ -171,8 +171,8 @@ class CollapseAlarm(L.Callback):
     """Two signs of a failing game, checked whenever the training scalars are logged:
 
     - D has won, read as the loss reads D's output (loss.d_output), at every check for window_steps
-      steps: for the logistic losses (probability) mean D(x) > d_real_above and mean D(G(z)) <
-      d_fake_below (train/d_real, train/d_fake); for hinge (margin) every real and fake sample past
+      steps: for the logistic losses (probability) mean D(x) > d_real_above (times the real label under
+      label smoothing) and mean D(G(z)) < d_fake_below (train/d_real, train/d_fake); for hinge (margin) every real and fake sample past
       its margin (train/d_margins_met = 1: D's loss is 0 and D learns nothing more). Off for
       least-squares and Wasserstein (score): their G loss does not saturate when D separates, and a
       critic's unbounded score has no winning value.
@@ -206,20 +206,22 @@ class CollapseAlarm(L.Callback):
         # logs at the epoch's end. The losses' check, when that batch had it already, is not repeated.
         self.check(trainer, d_won=trainer.global_step != self.checked_at)
 
-    def d_has_won(self, metrics: dict) -> tuple[bool, str] | None:
+    def d_has_won(self, metrics: dict, real_label: float = 1.0) -> tuple[bool, str] | None:
         """Whether D separates real from fake by the loss's own measure, and how; None when the
-        loss logs no such measure."""
+        loss logs no such measure. Under one-sided label smoothing (regularization.real_label < 1)
+        D's best D(x) is real_label, not 1: the threshold is d_real_above times it."""
         d_real, d_fake, margins = metrics.get("train/d_real"), metrics.get("train/d_fake"), metrics.get("train/d_margins_met")
         if d_real is not None and d_fake is not None:
-            won = float(d_real) > self.d_real_above and float(d_fake) < self.d_fake_below
-            return won, f"D(x) = {float(d_real):.3f} > {self.d_real_above}, D(G(z)) = {float(d_fake):.4f} < {self.d_fake_below}"
+            above = self.d_real_above * real_label
+            won = float(d_real) > above and float(d_fake) < self.d_fake_below
+            return won, f"D(x) = {float(d_real):.3f} > {above:.4g}, D(G(z)) = {float(d_fake):.4f} < {self.d_fake_below}"
         if margins is not None:
             return float(margins) >= 1.0, "every real score >= 1 and every fake score <= -1 (hinge margins all met, D's loss is 0)"
         return None
 
     def check(self, trainer: L.Trainer, d_won: bool = True) -> None:
         metrics = trainer.callback_metrics
-        d_won = self.d_has_won(metrics) if d_won else None
+        d_won = self.d_has_won(metrics, getattr(trainer.lightning_module, "real_label", 1.0)) if d_won else None
         if d_won is not None:
             won, how = d_won
             if won:

@@ -114,7 +114,7 @@ class GAN(L.LightningModule):
             apply_spectral_norm(self.discriminator)
         self.generator_loss = bare(instantiate(loss["generator"]))
         self.discriminator_loss = bare(instantiate(loss["discriminator"]))
-        real_label = reg.get("real_label", 1.0)
+        real_label = self.real_label = reg.get("real_label", 1.0)  # CollapseAlarm reads it: D(x) cannot pass it
         if real_label != 1.0:
             if "real_label" not in inspect.signature(self.discriminator_loss).parameters:
                 raise ValueError(f"regularization.real_label (label smoothing) needs a loss with a real target (non_saturating, minimax, least_squares), not {loss.get('name')}")
@@ -140,6 +140,7 @@ class GAN(L.LightningModule):
             self.generator_ema = EMA(self.generator, ema["decay"])
             self.generator_ema.requires_grad_(False)
         self.last_loss: tuple[str, torch.Tensor] | None = None  # the loss behind the update being applied, for alarms
+        self.measure_g, self.grad_norm_g_before_clip = False, None  # step_generator and the clipping hook
         self.logged_last_batch = False  # whether the last batch logged the training scalars (log_training)
         self.resumed_rng_states: dict | None = None  # from a checkpoint, until training starts
         noise = torch.randn(num_sample_images, self.latent_dim, generator=torch.Generator().manual_seed(SAMPLE_NOISE_SEED))
@@ -239,8 +240,7 @@ class GAN(L.LightningModule):
         self.last_loss = ("loss_d", loss_d)
         opt_d.step()
         self.last_loss = ("loss_g", loss_g)
-        opt_g.step()
-        grad_norm_g = self.generator_grad_norm() if measure else None
+        grad_norm_g = self.step_generator(opt_g, measure)
         return {"loss_d": loss_d, "real_logits": real_logits, "fake_logits": fake_logits, "penalties": {}}, loss_g, grad_norm_g
 
     def logging_step(self) -> bool:
@@ -268,11 +268,11 @@ class GAN(L.LightningModule):
             with uncounted(opt_g):  # global_step counts training steps: only their last G update (class docstring)
                 self.iteration(opt_d, opt_g, real_i, noise_std, measure=False)
         d, loss_g, grad_norm_g = self.iteration(opt_d, opt_g, reals[-1], noise_std, measure=log_now)
+        if log_now:  # computing and syncing these only when they are written keeps the loop fast
+            self.log_training(d, loss_g, grad_norm_g, noise_std)  # before the schedules step: train/lr_* as this step used them
         if self.scheduled:
             for schedule in self.lr_schedulers():
                 schedule.step()
-        if log_now:  # computing and syncing these only when they are written keeps the loop fast
-            self.log_training(d, loss_g, grad_norm_g, noise_std)
 
     def iteration(self, opt_d, opt_g, real: torch.Tensor, noise_std: float, measure: bool) -> tuple[dict, torch.Tensor, torch.Tensor | None]:
         """Goodfellow et al.'s Algorithm 1 once: optim.d_steps D updates, then one G update (both at
@@ -320,16 +320,21 @@ class GAN(L.LightningModule):
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(loss_g)
         self.last_loss = ("loss_g", loss_g)
+        return loss_g, self.step_generator(opt_g, measure)
+
+    def step_generator(self, opt_g, measure: bool) -> torch.Tensor | None:
+        """G's update; when measure, the total norm of the gradient it was given (train/grad_norm_g).
+        Read after the step: in fp16 mixed precision the gradient scaler (or fused Adam) has then
+        unscaled the gradients in place (inf when it skipped this step for an overflow), so the norm
+        is not multiplied by the loss scale. When optim.clip_grad_norm_g clips, the norm before
+        clipping, kept by on_before_optimizer_step: the clipped one would only repeat the threshold."""
+        self.grad_norm_g_before_clip, self.measure_g = None, measure
         opt_g.step()
         if not measure:
-            return loss_g, None
-        # After the step: in fp16 mixed precision the gradient scaler has then unscaled the
-        # gradients in place (inf or NaN when it skipped this step for an overflow: clipping turns inf into NaN), so this is G's true
-        # gradient norm (clipped, if optim.clip_grad_norm_g asks), not one multiplied by the loss scale.
-        return loss_g, self.generator_grad_norm()
+            return None
+        return self.grad_norm_g_before_clip if self.grad_norm_g_before_clip is not None else self.generator_grad_norm()
 
     def generator_grad_norm(self) -> torch.Tensor:
-        """The total norm of G's gradients (train/grad_norm_g), read after G's update."""
         return torch.nn.utils.get_total_norm([p.grad for p in self.generator.parameters() if p.grad is not None])
 
     def on_before_optimizer_step(self, optimizer) -> None:
@@ -338,8 +343,11 @@ class GAN(L.LightningModule):
         manual_backward would clip the loss-scaled ones. (The alarms' callbacks ran just before.)"""
         if not any(self.clip_grad_norm):  # off: nothing per step
             return
-        clip = self.clip_grad_norm[0 if optimizer is self.trainer.optimizers[0] else 1]  # configure_optimizers' order
+        is_g = optimizer is not self.trainer.optimizers[0]  # configure_optimizers' order
+        clip = self.clip_grad_norm[is_g]
         if clip:
+            if is_g and self.measure_g:
+                self.grad_norm_g_before_clip = self.generator_grad_norm()
             self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
 
     def log_training(self, d: dict, loss_g: torch.Tensor, grad_norm_g: torch.Tensor, noise_std: float) -> None:

@@ -48,7 +48,7 @@ def test_in_a_step_of_several_iterations_the_alarm_names_the_bad_update_and_its_
 
 def fake_trainer(**metrics):
     return types.SimpleNamespace(global_step=40, current_epoch=2, checkpoint_callbacks=[], loggers=[], log_every_n_steps=10,
-                                 is_global_zero=True, should_stop=False,
+                                 is_global_zero=True, should_stop=False, lightning_module=None,
                                  callback_metrics={k.replace("__", "/"): torch.tensor(v) for k, v in metrics.items()})
 
 
@@ -132,6 +132,20 @@ def test_d_won_alarm_needs_a_sustained_window_and_can_stop(caplog):
         trainer.global_step, trainer.callback_metrics["train/d_fake"] = step, torch.tensor(d_fake)
         alarm.check(trainer)
     assert alarm.d_won_since == 150 and not alarm.raised["d_won"]
+
+
+def test_d_won_under_label_smoothing_is_measured_against_the_smoothed_real_label():
+    # With regularization.real_label=0.9 D's best D(x) is 0.9: 0.99 could never be passed.
+    trainer = fake_trainer(train__d_real=0.895, train__d_fake=0.001)
+    alarm = CollapseAlarm(window_steps=0)
+    alarm.check(trainer)
+    assert not alarm.raised["d_won"]  # without smoothing 0.895 is far from a won game
+    trainer.lightning_module = types.SimpleNamespace(real_label=0.9)
+    alarm.check(trainer)
+    assert alarm.raised["d_won"]
+    trainer.callback_metrics["train/d_real"] = torch.tensor(0.85)
+    alarm.check(trainer)
+    assert not alarm.raised["d_won"]
 
 
 def test_d_won_reads_the_hinge_margins_and_is_off_for_raw_scores():

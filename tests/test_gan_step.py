@@ -183,6 +183,17 @@ def test_a_d_step_leaves_g_unchanged_and_a_g_step_leaves_d_unchanged():
         assert all(torch.equal(a, b) for a, b in zip(d_step["grad_before"]["d"], g_step["grad_before"]["d"]))
 
 
+class GeneratorGradNorms(L.Callback):
+    """G's gradient norm at each of its updates, as callbacks see it: unscaled, before the module's clipping."""
+
+    def __init__(self):
+        self.norms: list[float] = []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        if optimizer is trainer.optimizers[1]:
+            self.norms.append(torch.nn.utils.get_total_norm([p.grad for p in pl_module.generator.parameters()]).item())
+
+
 @pytest.mark.parametrize("precision", ["32-true", "16-mixed"])
 def test_gradient_clipping_bounds_each_networks_update(precision):
     # With SGD an update is -lr x the gradient: a clipped gradient norm c gives an update of norm lr x c.
@@ -192,12 +203,16 @@ def test_gradient_clipping_bounds_each_networks_update(precision):
     watch = WatchSteps()
     # 32-true: the fp32 plugin train.py gives the Trainer, which calls the module's hook itself
     plugins = [MixedPrecision("16-mixed", "cpu")] if precision == "16-mixed" else [Float32Precision()]
-    fit(gan(model=MLP_D, optim={**SGD, "d_steps": 2, "clip_grad_norm_d": clip_d, "clip_grad_norm_g": clip_g}), steps=2,
-        callbacks=[watch], plugins=plugins)
+    norms = GeneratorGradNorms()
+    module = fit(gan(model=MLP_D, optim={**SGD, "d_steps": 2, "clip_grad_norm_d": clip_d, "clip_grad_norm_g": clip_g}), steps=2,
+                 callbacks=[watch, norms], plugins=plugins)
     for step in watch.steps:
         net, clip = (("d", clip_d) if step["opt"] == "d" else ("g", clip_g))
         update = torch.cat([(a - b).flatten() for a, b in zip(step["after"][net], step["before"][net])])
         assert update.norm().item() == pytest.approx(LR * clip, rel=1e-3)
+    # train/grad_norm_g (logged at the last step) is the norm G's gradient had, unscaled; not the threshold it was clipped to
+    assert float(module.trainer.callback_metrics["train/grad_norm_g"]) == pytest.approx(norms.norms[-1], rel=1e-5)
+    assert norms.norms[-1] > 10 * clip_g
     if precision != "32-true":
         return
     unclipped = WatchSteps()  # the bound is not vacuous: without clipping these updates are far larger

@@ -82,6 +82,9 @@ def test_lr_schedules_fall_to_zero_over_the_run_for_both_networks(schedule):
     assert all(a > b for a, b in zip(lr_d, lr_d[1:]))  # falls every batch
     if schedule == "linear":
         assert lr_d[3] == pytest.approx(1e-3 * (1 - 4 / 8))  # after 4 of 8 steps
+    # the last step (a logging step) logs the rates its updates used, not those the schedule set after it
+    logged = module.trainer.callback_metrics
+    assert float(logged["train/lr_d"]) == float(logged["train/lr_g"]) == pytest.approx(lr_d[-2]) and lr_d[-2] > 0
 
 
 def test_penalties_and_ema_are_off_by_default():
