@@ -176,9 +176,10 @@ class CollapseAlarm(L.Callback):
       its margin (train/d_margins_met = 1: D's loss is 0 and D learns nothing more). Off for
       least-squares and Wasserstein (score): their G loss does not saturate when D separates, and a
       critic's unbounded score has no winning value.
-    - Low coverage: eval/classes_covered (logged by an evaluation callback, when there is one)
-      below min_classes_covered, from step min_steps on (before, a young G covering few digits is
-      expected, not a collapse).
+    - Low coverage: eval/classes_covered below min_classes_covered, judged at the end of an epoch
+      whose evaluation (EvaluateGenerator, or any callback that keeps its evaluated_step) ran at
+      step min_steps or later (before, a young G covering few digits is expected, not a collapse).
+      An older evaluation is never judged again at a later step.
 
     Each raises a warning and a TensorBoard text entry once per episode, logs its 0/1 flag at
     every check, and stops the run when stop is true."""
@@ -193,7 +194,6 @@ class CollapseAlarm(L.Callback):
         self.stop = stop
         self.d_won_since: int | None = None
         self.raised: dict[str, bool] = {"d_won": False, "low_coverage": False}
-        self.last_coverage = None
         self.checked_at: int | None = None  # the step of the last check at a batch's end
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
@@ -204,7 +204,8 @@ class CollapseAlarm(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # GAN.training_step also logs at the last batch of an epoch (and of the run); the evaluation
         # logs at the epoch's end. The losses' check, when that batch had it already, is not repeated.
-        self.check(trainer, d_won=trainer.global_step != self.checked_at)
+        evaluated = any(getattr(c, "evaluated_step", None) == trainer.global_step for c in trainer.callbacks)
+        self.check(trainer, d_won=trainer.global_step != self.checked_at, coverage=evaluated)
 
     def d_has_won(self, metrics: dict, real_label: float = 1.0) -> tuple[bool, str] | None:
         """Whether D separates real from fake by the loss's own measure, and how; None when the
@@ -219,39 +220,42 @@ class CollapseAlarm(L.Callback):
             return float(margins) >= 1.0, "every real score >= 1 and every fake score <= -1 (hinge margins all met, D's loss is 0)"
         return None
 
-    def check(self, trainer: L.Trainer, d_won: bool = True) -> None:
+    def check(self, trainer: L.Trainer, d_won: bool = True, coverage: bool = False) -> None:
+        """d_won: judge the training scalars (a logging step's); coverage: judge eval/classes_covered
+        (an evaluation that ran at this step)."""
         metrics = trainer.callback_metrics
+        step = last_batch_step(trainer)  # where TensorBoard shows this check's flags
         d_won = self.d_has_won(metrics, getattr(trainer.lightning_module, "real_label", 1.0)) if d_won else None
         if d_won is not None:
             won, how = d_won
             if won:
-                self.d_won_since = trainer.global_step if self.d_won_since is None else self.d_won_since
+                self.d_won_since = step if self.d_won_since is None else self.d_won_since
             else:
                 self.d_won_since = None
-            sustained = self.d_won_since is not None and trainer.global_step - self.d_won_since >= self.window_steps
+            sustained = self.d_won_since is not None and step - self.d_won_since >= self.window_steps
             self.flag(trainer, "d_won", sustained,
                       f"D has won since step {self.d_won_since}: {how} for {self.window_steps}+ steps; G gets no useful "
                       "signal (try regularization.r1_weight, spectral_norm, real_label, instance_noise or lr_d).")
-        coverage = metrics.get("eval/classes_covered")
-        if (coverage is not None and self.min_classes_covered is not None and coverage is not self.last_coverage
-                and trainer.global_step >= self.min_steps):
-            self.last_coverage = coverage
-            self.flag(trainer, "low_coverage", float(coverage) < self.min_classes_covered,
-                      f"mode collapse: the samples cover {float(coverage):g} of the 10 digit classes, fewer than {self.min_classes_covered:g}.")
+        covered = metrics.get("eval/classes_covered") if coverage else None
+        if covered is not None and self.min_classes_covered is not None and trainer.global_step >= self.min_steps:
+            self.flag(trainer, "low_coverage", float(covered) < self.min_classes_covered,
+                      f"mode collapse: the samples cover {float(covered):g} of the 10 digit classes, fewer than {self.min_classes_covered:g}.")
 
     def flag(self, trainer: L.Trainer, name: str, on: bool, message: str) -> None:
+        step = last_batch_step(trainer)
         for logger in trainer.loggers:
-            logger.log_metrics({f"warning/{name}": float(on)}, step=last_batch_step(trainer))
+            logger.log_metrics({f"warning/{name}": float(on)}, step=step)
+        trainer.callback_metrics[f"warning/{name}"] = torch.tensor(float(on))  # the run's summary.json and final lines
         if not on:
             self.raised[name] = False
             return
         if not self.raised[name]:
             self.raised[name] = True
-            text = f"step {trainer.global_step}: {message}" + (" Stopping (alarm stop=true)." if self.stop else "")
+            text = f"step {step}: {message}" + (" Stopping (alarm stop=true)." if self.stop else "")
             if trainer.is_global_zero:
                 log.warning("warning/%s: %s", name, text)
                 for logger in trainer.loggers:
                     if isinstance(logger, TensorBoardLogger):
-                        logger.experiment.add_text(f"warning/{name}", text, global_step=last_batch_step(trainer))
+                        logger.experiment.add_text(f"warning/{name}", text, global_step=step)
         if self.stop:
             trainer.should_stop = True

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ def write_summary(trainer: L.Trainer, run_dir: Path | str, status: str, error: s
     steps = trainer.global_step if steps is None else steps
     metrics = final_metrics(trainer)
     checkpoint = resume_checkpoint(run_dir)
+    tensorboard = any(isinstance(logger, TensorBoardLogger) for logger in trainer.loggers)
     summary = {
         "status": status,
         "error": error,
@@ -58,7 +60,7 @@ def write_summary(trainer: L.Trainer, run_dir: Path | str, status: str, error: s
         "steps": steps,
         "metrics": metrics,
         "checkpoint": str(checkpoint.resolve()) if checkpoint else None,
-        "tensorboard": f"tensorboard --logdir {shown_path(run_dir)}",
+        "tensorboard": f"tensorboard --logdir {shown_path(run_dir)}" if tensorboard else None,
     }
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n")
@@ -67,9 +69,14 @@ def write_summary(trainer: L.Trainer, run_dir: Path | str, status: str, error: s
     lines = [f"run {status} at step {steps}: {shown_path(run_dir)}"
              + (f" ({error})" if error else ""),
              f"final: {shown or 'no metrics logged'}"]
+    alarms = [name.removeprefix("warning/") for name, value in metrics.items() if name.startswith("warning/") and value]
+    if alarms:
+        lines.append(f"alarms on at the end: {', '.join(alarms)} (their warnings are in train.log)")
     if checkpoint:
         lines.append(f"resume: ckpt_path={shown_path(checkpoint)}")
-    lines.append(f"watch: {summary['tensorboard']}   (summary.json, train.log beside it)")
+    csv = [shown_path(Path(logger.log_dir) / "metrics.csv") for logger in trainer.loggers if isinstance(logger, CSVLogger)]
+    watch = summary["tensorboard"] or (f"the scalars are in {csv[0]}" if csv else "no logger wrote the scalars")
+    lines.append(f"watch: {watch}   (summary.json, train.log beside it)")
     for line in lines:
         log.info("%s", line)
     return summary

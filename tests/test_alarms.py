@@ -48,7 +48,7 @@ def test_in_a_step_of_several_iterations_the_alarm_names_the_bad_update_and_its_
 
 def fake_trainer(**metrics):
     return types.SimpleNamespace(global_step=40, current_epoch=2, checkpoint_callbacks=[], loggers=[], log_every_n_steps=10,
-                                 is_global_zero=True, should_stop=False, lightning_module=None,
+                                 is_global_zero=True, should_stop=False, lightning_module=None, callbacks=[],
                                  callback_metrics={k.replace("__", "/"): torch.tensor(v) for k, v in metrics.items()})
 
 
@@ -125,13 +125,13 @@ def test_d_won_alarm_needs_a_sustained_window_and_can_stop(caplog):
             trainer.global_step = step
             alarm.check(trainer)
             assert trainer.should_stop is (step - 40 >= 100)
-    assert "warning/d_won" in caplog.text and "D has won since step 40" in caplog.text
+    assert "warning/d_won" in caplog.text and "D has won since step 39" in caplog.text  # the x-axis value of step 40's scalars
     # One ordinary check resets the window.
     alarm = CollapseAlarm(window_steps=100)
     for step, d_fake in ((40, 0.001), (90, 0.3), (150, 0.001), (200, 0.001)):
         trainer.global_step, trainer.callback_metrics["train/d_fake"] = step, torch.tensor(d_fake)
         alarm.check(trainer)
-    assert alarm.d_won_since == 150 and not alarm.raised["d_won"]
+    assert alarm.d_won_since == 149 and not alarm.raised["d_won"]
 
 
 def test_d_won_under_label_smoothing_is_measured_against_the_smoothed_real_label():
@@ -166,23 +166,41 @@ def test_d_won_reads_the_hinge_margins_and_is_off_for_raw_scores():
 def test_low_coverage_alarm_reads_the_evaluation_metric_once_the_run_is_old_enough(caplog):
     alarm = CollapseAlarm(min_classes_covered=8, min_steps=100)
     trainer = fake_trainer(eval__classes_covered=1.0)
-    alarm.check(trainer)  # step 40: too early to call it a collapse
+    alarm.check(trainer, coverage=True)  # step 40: too early to call it a collapse
     assert not alarm.raised["low_coverage"]
     trainer.global_step = 100
     trainer.callback_metrics["eval/classes_covered"] = torch.tensor(10.0)
-    alarm.check(trainer)
+    alarm.check(trainer, coverage=True)
     assert not alarm.raised["low_coverage"]
     trainer.callback_metrics["eval/classes_covered"] = torch.tensor(1.0)
     with caplog.at_level(logging.WARNING):
-        alarm.check(trainer)
+        alarm.check(trainer, coverage=True)
     assert alarm.raised["low_coverage"] and trainer.should_stop is False
-    assert "step 100: mode collapse: the samples cover 1 of the 10 digit classes, fewer than 8." in caplog.text
+    assert "step 99: mode collapse: the samples cover 1 of the 10 digit classes, fewer than 8." in caplog.text
+    assert float(trainer.callback_metrics["warning/low_coverage"]) == 1.0  # for the run's summary
+
+
+def test_low_coverage_is_judged_at_the_end_of_an_epoch_that_evaluated_never_on_an_older_evaluation():
+    # An evaluation at step 99 (before min_steps) left eval/classes_covered = 1 in callback_metrics;
+    # the logging steps and epoch ends after it, past min_steps, must not judge that old value.
+    alarm = CollapseAlarm(min_classes_covered=8, min_steps=150)
+    evaluation = types.SimpleNamespace(evaluated_step=99)
+    trainer = fake_trainer(eval__classes_covered=1.0, train__d_real=0.5, train__d_fake=0.5)
+    trainer.callbacks = [evaluation]
+    for step in (99, 160, 180):
+        trainer.global_step = step
+        alarm.on_train_batch_end(trainer, None)
+        alarm.on_train_epoch_end(trainer, None)
+        assert not alarm.raised["low_coverage"] and "warning/low_coverage" not in trainer.callback_metrics
+    trainer.global_step = evaluation.evaluated_step = 199  # an evaluation past min_steps: judged
+    alarm.on_train_epoch_end(trainer, None)
+    assert alarm.raised["low_coverage"]
 
 
 def test_alarms_fire_in_a_real_run_with_flags_and_text_entries(train_in_process, tmp_path, caplog):
     # Thresholds every state satisfies: D-won must fire after its window of 4 steps, and
     # low coverage when the evaluation callback logs eval/classes_covered (at most 10 < 11).
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.INFO):  # the run's last lines too
         train_in_process("callbacks.collapse_alarm.d_real_above=0", "callbacks.collapse_alarm.d_fake_below=1",
                          "callbacks.collapse_alarm.window_steps=4", "callbacks.collapse_alarm.min_classes_covered=11",
                          "callbacks.collapse_alarm.min_steps=0",
@@ -196,4 +214,7 @@ def test_alarms_fire_in_a_real_run_with_flags_and_text_entries(train_in_process,
     assert [e.value for e in events.Scalars("warning/low_coverage")] == [1.0]
     assert {"warning/d_won/text_summary", "warning/low_coverage/text_summary"} <= set(events.Tags()["tensors"])
     # the warnings go to the run's log (train.log in a run of train.py: Hydra's file handler on the root logger)
-    assert "warning/d_won" in caplog.text and "warning/low_coverage: step 8: mode collapse" in caplog.text
+    assert "warning/d_won" in caplog.text and "warning/low_coverage: step 7: mode collapse" in caplog.text  # on the x-axis
+    summary = json.loads((run / "summary.json").read_text())  # the flags as they ended, for scripts and sweep tables
+    assert summary["metrics"]["warning/d_won"] == summary["metrics"]["warning/low_coverage"] == 1.0
+    assert "alarms on at the end: d_won, low_coverage" in caplog.text

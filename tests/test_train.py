@@ -4,6 +4,7 @@ What Hydra or several processes do (run folders, the command line's one-line err
 Ctrl-C) is tested by starting train.py; the rest calls train(cfg) in this process."""
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -51,7 +52,7 @@ def test_a_run_writes_config_checkpoint_scalars_images_and_hparams(mnist_root, t
     assert (run / ".hydra" / "config.yaml").is_file()
     # the project's warnings and Lightning's lines reach the run's log file (Hydra's file handler)
     log = (run / "train.log").read_text()
-    assert "[gan_lightning.alarms][WARNING] - warning/low_coverage: step 16" in log
+    assert "[gan_lightning.alarms][WARNING] - warning/low_coverage: step 15" in log
     assert "`Trainer.fit` stopped: `max_epochs=2` reached." in log
     assert "[py.warnings][WARNING]" in log and "UserWarning: a planted warning" in log  # Python's warnings too
     # the end of the run: where it is, its final metrics, what to resume from, how to watch it
@@ -369,3 +370,12 @@ def test_a_resume_into_a_new_folder_does_not_warn_about_modelcheckpoints_dirpath
     resumed = check(run_train(f"data.root={mnist_root}", *FAST, "eval=none", "trainer.max_epochs=2", f"hydra.run.dir={tmp_path / 'resumed'}",
                               f"ckpt_path={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}", env={"PYTHONWARNINGS": "default"}))
     assert "dirpath has changed" not in resumed.stdout + resumed.stderr  # ModelCheckpoint's, at every resume into a new folder
+
+
+def test_a_run_without_tensorboard_points_at_its_csv_scalars_not_at_tensorboard(train_in_process, tmp_path, caplog):
+    with caplog.at_level(logging.INFO):
+        train_in_process("eval=none", "logger=csv", "trainer.limit_train_batches=1")
+    run = tmp_path / "run"
+    assert json.loads((run / "summary.json").read_text())["tensorboard"] is None
+    assert f"watch: the scalars are in {run / 'csv' / 'metrics.csv'}" in caplog.text and "tensorboard --logdir" not in caplog.text
+    assert (run / "csv" / "metrics.csv").is_file()

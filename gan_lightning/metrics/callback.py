@@ -6,6 +6,7 @@ import lightning as L
 import torch
 
 from gan_lightning.data import MNISTNotFoundError, load_mnist_images
+from gan_lightning.loggers import last_batch_step
 from gan_lightning.metrics.inception import inception_fid
 from gan_lightning.metrics.parzen import generator_parzen, mnist_valid_test
 from gan_lightning.metrics.quality import SampleQuality, fixed_noise, generated_batches
@@ -94,7 +95,7 @@ class EvaluateGenerator(L.Callback):
         metrics = {f"eval/{name}": float(value) for name, value in self.evaluate_here(trainer, pl_module).items()}
         metrics["wall_time/eval_seconds"] = time.perf_counter() - start
         for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=trainer.global_step)  # rank 0 alone writes (rank_zero_only)
+            logger.log_metrics(metrics, step=last_batch_step(trainer))  # rank 0 alone writes (rank_zero_only)
         trainer.callback_metrics.update({name: torch.tensor(value) for name, value in metrics.items()})
 
     def evaluate_here(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
