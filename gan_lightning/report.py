@@ -288,7 +288,7 @@ def plot_fid(groups, out: Path) -> bool:
     fig, ax = plt.subplots(figsize=(11, 4.5))
     drawn = plot_curves(ax, groups, FID, eval_epoch)
     if drawn:
-        ax.set(xlabel="epoch", ylabel="FID (MNIST classifier features)", title="FID against epoch (mean over seeds, band: min to max)")
+        ax.set(xlabel="epochs trained", ylabel="FID (MNIST classifier features)", title="FID against epoch (mean over seeds, band: min to max)")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the curves, not on them
         save(fig, out)
@@ -337,7 +337,7 @@ def plot_samples(groups, out: Path) -> bool:
         ax.axis("off")
     for ax, (label, run, png) in zip(axes.flat, shown):
         ax.imshow(plt.imread(png), cmap="gray")
-        ax.set_title(f"{label}\nseed {run.config.get('seed')}, {png.stem}", fontsize=7)
+        ax.set_title(f"{label}\nseed {run.config.get('seed')}, {png.stem} (epochs from 0, as Lightning counts)", fontsize=7)
     save(fig, out)
     return True
 
