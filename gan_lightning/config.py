@@ -54,6 +54,13 @@ RULES = {
     "regularization.instance_noise.decay_steps": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
     "ema.decay": (lambda v: 0 <= v < 1, "null or in [0, 1)"),
     "ema.start_step": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+    "eval.batch_size": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    # 0 would end the run at once, "successfully", having trained nothing; Lightning's own message for a string is a TypeError
+    "trainer.max_steps": (lambda v: isinstance(v, int) and (v == -1 or v >= 1), "-1 (no limit) or an integer >= 1"),
+    "trainer.max_epochs": (lambda v: isinstance(v, int) and (v == -1 or v >= 1), "null, -1 (no limit) or an integer >= 1"),
+    # switches: any other string (no, off) would read as true
+    **{key: (lambda v: isinstance(v, bool), "true or false") for key in (
+        "regularization.spectral_norm", "optim.simultaneous", "optim.optimizer.fused", "eval.inception.enabled", "eval.parzen.enabled", "data.download")},
 }
 
 

@@ -184,6 +184,9 @@ def train(cfg: DictConfig, extra_callbacks: list = ()) -> float | None:
     extra_callbacks are added to the configured ones (benchmarks/throughput.py times steps so).
     A SIGTERM or SIGUSR1 ends it with Interrupted, after the checkpoint to resume from is saved."""
     validate(cfg)
+    if cfg.optim.get("simultaneous") and (process_count(cfg.trainer) or 1) > 1:
+        raise ConfigError("optim.simultaneous=true runs in one process (trainer.devices=1): its two backward passes over one "
+                          "forward are more than DDP's gradient reducer takes")
     with matmul_precision(cfg.get("matmul_precision")):
         return train_validated(cfg, extra_callbacks)
 

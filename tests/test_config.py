@@ -11,7 +11,7 @@ from torch import nn
 from gan_lightning.metrics.callback import EvaluateGenerator
 from gan_lightning.config import ConfigError, validate
 from gan_lightning.losses import gan_discriminator_loss, non_saturating_generator_loss
-from gan_lightning.train import CONFIG_DIR, build_trainer, several_processes
+from gan_lightning.train import CONFIG_DIR, build_trainer, several_processes, train
 from tests.conftest import compose_config
 
 GROUPS = sorted(p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir() and p.name != "hydra")
@@ -85,6 +85,12 @@ def test_the_default_config_builds_the_reference_gan():
         ("regularization.r1_weight=inf", "regularization.r1_weight must be a finite number >= 0, got inf"),
         ("regularization.instance_noise.sigma=inf", "regularization.instance_noise.sigma must be a finite number >= 0, got inf"),
         ("matmul_precision=low", "matmul_precision must be highest, high or medium, got 'low'"),
+        ("eval.batch_size=0", "eval.batch_size must be an integer >= 1, got 0"),
+        ("trainer.max_steps=0", "trainer.max_steps must be -1 (no limit) or an integer >= 1, got 0"),
+        ("trainer.max_steps=abc", "trainer.max_steps must be -1 (no limit) or an integer >= 1, got 'abc'"),
+        ("trainer.max_epochs=0", "trainer.max_epochs must be null, -1 (no limit) or an integer >= 1, got 0"),
+        ("regularization.spectral_norm=no", "regularization.spectral_norm must be true or false, got 'no'"),
+        ("data.download=off", "data.download must be true or false, got 'off'"),
     ],
 )
 def test_impossible_values_name_the_key_and_the_allowed_range(override, expected):
@@ -119,3 +125,7 @@ def test_the_simultaneous_update_refuses_what_it_does_not_do():
         validate(composed(["experiment=goodfellow2014", "ema=enabled"]))
     with pytest.raises(ConfigError, match=r"cannot be combined with regularization.gradient_penalty_weight=10.0$"):
         validate(composed(["experiment=goodfellow2014", "regularization=gradient_penalty"]))
+    with pytest.raises(ConfigError, match=r"^optim.simultaneous=true runs in one process \(trainer.devices=1\)"):
+        train(composed(["experiment=goodfellow2014", "trainer.devices=2"]))  # refused before anything starts
+    with pytest.raises(ConfigError, match=r"^optim.simultaneous must be true or false, got 'no'$"):
+        validate(composed(["experiment=goodfellow2014", "optim.simultaneous=no"]))
