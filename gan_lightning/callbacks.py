@@ -106,7 +106,8 @@ class SGDSchedule(L.Callback):
     """The SGD schedule of Goodfellow et al. 2014 (pylearn2's ExponentialDecay and
     MomentumAdjustor), for both optimizers:
 
-    - after every batch each learning rate is divided by lr_decay, down to min_lr;
+    - after every update each learning rate is divided by lr_decay, down to min_lr (after a training
+      step of optim.iterations_per_step iterations, by lr_decay to that power: the same rates per update);
     - at the start of epoch e (counted from 0 here, from 1 in pylearn2) the momentum is
       momentum + (final_momentum - momentum) * min(1, e / saturate_epochs): linear from its
       initial value to final_momentum over saturate_epochs epochs, then constant.
@@ -128,4 +129,4 @@ class SGDSchedule(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
         for optimizer in trainer.optimizers:
             for group in optimizer.param_groups:
-                group["lr"] = max(group["lr"] / self.lr_decay, self.min_lr)
+                group["lr"] = max(group["lr"] / self.lr_decay ** getattr(pl_module, "iterations", 1), self.min_lr)

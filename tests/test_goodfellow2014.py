@@ -1,5 +1,7 @@
 """experiment=goodfellow2014: the paper's networks, data range, split and SGD schedule, in a short run."""
 
+import types
+
 import lightning as L
 import pytest
 import torch
@@ -70,3 +72,14 @@ def test_paper_networks_shapes_and_dropout_only_while_training():
     d.train()
     assert not torch.equal(d(x), d(x))
     assert sum(p.numel() for p in d.parameters()) == 784 * 1200 + 1200 + 240 * 1200 + 1200 + 240 + 1
+
+
+def test_the_paper_schedule_decays_the_rates_per_update_whatever_the_iterations_per_step():
+    from gan_lightning.callbacks import SGDSchedule
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.ones(1))], lr=0.1, momentum=0.5)
+    trainer = types.SimpleNamespace(optimizers=[opt])
+    schedule = SGDSchedule(lr_decay=1.01)
+    schedule.on_train_batch_end(trainer, types.SimpleNamespace(iterations=4), None, None, 0)  # one step of 4 iterations
+    schedule.on_train_batch_end(trainer, types.SimpleNamespace(iterations=1), None, None, 1)  # and one of 1
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1 / 1.01**5, rel=1e-12)  # as after 5 steps of 1 iteration
