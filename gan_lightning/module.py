@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from gan_lightning.checkpoint import CheckpointError
 from gan_lightning.compat import bare, count_generator_steps_only, forget_logged_step_values, group_by_device_and_dtype, resume_where_training_stopped, uncounted
 from gan_lightning.loggers import last_batch_step
 from gan_lightning.regularizers import apply_spectral_norm, gradient_penalty, instance_noise_std, r1_penalty
@@ -143,6 +144,7 @@ class GAN(L.LightningModule):
         self.measure_g, self.grad_norm_g_before_clip = False, None  # step_generator and the clipping hook
         self.logged_last_batch = False  # whether the last batch logged the training scalars (log_training)
         self.resumed_rng_states: dict | None = None  # from a checkpoint, until training starts
+        self.resumed_schedule_steps: int | None = None  # the length of a resumed run's learning-rate schedule
         noise = torch.randn(num_sample_images, self.latent_dim, generator=torch.Generator().manual_seed(SAMPLE_NOISE_SEED))
         self.register_buffer("sample_noise", noise)
 
@@ -186,6 +188,11 @@ class GAN(L.LightningModule):
             "linear": lambda opt: torch.optim.lr_scheduler.LinearLR(opt, start_factor=1.0, end_factor=0.0, total_iters=int(total)),
             "cosine": lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=int(total)),
         }
+        if self.resumed_schedule_steps is not None and total > self.resumed_schedule_steps:
+            # the restored schedule keeps its length: past its end cosine's rates rise again, linear's stay 0
+            raise CheckpointError(f"cannot resume a run whose optim.lr_schedule={optim['lr_schedule']} spans {self.resumed_schedule_steps} steps "
+                                  f"for {int(total)} steps: past its end the rates would {'rise again' if optim['lr_schedule'] == 'cosine' else 'stay 0'}; "
+                                  "resume with the first run's trainer.max_steps / max_epochs, or start a new run from its weights")
         make = schedules[optim["lr_schedule"]]
         return [opt_d, opt_g], [make(opt_d), make(opt_g)]
 
@@ -197,6 +204,8 @@ class GAN(L.LightningModule):
         The random generators' states are kept for on_train_start (exact resume), and the loops'
         progress is made to resume where the run stopped, also when max_steps stopped it."""
         self.resumed_rng_states = checkpoint.get("rng_states")
+        schedule = (checkpoint.get("lr_schedulers") or [{}])[0]  # the run's length it was made for
+        self.resumed_schedule_steps = schedule.get("T_max", schedule.get("total_iters"))
         resume_where_training_stopped(checkpoint)  # else a resume with max_steps can skip epochs (compat.py)
         old = checkpoint.get("hyper_parameters", {}).get("optim", {})
         for index, key in enumerate(("lr_d", "lr_g")):  # configure_optimizers' order

@@ -179,3 +179,13 @@ def test_a_resume_with_nothing_left_to_train_ends_with_the_final_metrics_of_the_
     points = {run: [(e.step, e.value) for e in EventAccumulator(str(next((tmp_path / run).glob("events.out.tfevents.*")))).Reload().Scalars("eval/fid_mnist")]
               for run in ("first", "again")}
     assert points["again"] == [(2, pytest.approx(first))] == points["first"]  # where the first run shows it: "link by step" lines them up
+
+
+def test_a_resume_longer_than_the_learning_rate_schedule_is_refused(train_in_process, tmp_path):
+    # The restored schedule keeps its length: past it cosine's rates would rise back to the start, linear's stay 0.
+    train_in_process("eval=none", "optim.lr_schedule=cosine", "trainer.max_steps=4", run_dir=tmp_path / "first")
+    last_ckpt = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    with pytest.raises(CheckpointError, match=r"^cannot resume a run whose optim.lr_schedule=cosine spans 4 steps for 8 steps: "
+                                              r"past its end the rates would rise again; resume with the first run's trainer.max_steps"):
+        train_in_process("eval=none", "optim.lr_schedule=cosine", "trainer.max_steps=8", f"ckpt_path={last_ckpt}", run_dir=tmp_path / "longer")
+    assert not (tmp_path / "longer" / "checkpoints").exists()  # refused before any step
