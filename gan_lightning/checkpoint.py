@@ -89,11 +89,14 @@ def read_checkpoint(path) -> dict:
     return checkpoint
 
 
-def newest_last_checkpoint(outputs: Path) -> Path:
-    """ckpt_path=last: the most recently written last.ckpt of any run under outputs/."""
-    found = [p for p in Path(outputs).rglob("last.ckpt") if p.is_file()]
+def newest_checkpoint_under(outputs: Path) -> Path:
+    """ckpt_path=last: the most recently written checkpoint of any run under outputs/ (in a run's
+    checkpoints/ folder): last.ckpt, an epoch checkpoint, or interrupted.ckpt, so that a run stopped
+    by Ctrl-C or a signal goes on from where it stopped, not from its last epoch's end (or from an
+    older run, when it was stopped in its first epoch)."""
+    found = [p for p in Path(outputs).rglob("checkpoints/*.ckpt") if p.is_file() and not p.name.startswith(".")]  # not a half-written file
     if not found:
-        raise CheckpointError(f"ckpt_path=last: no last.ckpt under {outputs}; give the file, ckpt_path=<run>/checkpoints/last.ckpt")
+        raise CheckpointError(f"ckpt_path=last: no checkpoint under {outputs}; give the file, ckpt_path=<run>/checkpoints/last.ckpt")
     return max(found, key=lambda p: p.stat().st_mtime)
 
 

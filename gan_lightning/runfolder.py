@@ -66,10 +66,10 @@ def check_run_folder(folder: Path, ckpt_path: str | None) -> None:
     folder = folder.resolve()
     if holds_a_run(folder):
         if ckpt_path == "last":
-            from gan_lightning.checkpoint import CheckpointError, newest_last_checkpoint
+            from gan_lightning.checkpoint import CheckpointError, newest_checkpoint_under
 
             try:
-                ckpt_path = str(newest_last_checkpoint(Path.cwd() / "outputs"))
+                ckpt_path = str(newest_checkpoint_under(Path.cwd() / "outputs"))
             except CheckpointError:
                 ckpt_path = None  # train.py says so in its own line
         resuming_here = ckpt_path is not None and Path(ckpt_path).resolve().is_relative_to(folder)

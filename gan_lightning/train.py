@@ -28,7 +28,7 @@ from torch.utils.tensorboard.summary import hparams as hparams_summary
 from gan_lightning import compat, runfolder
 from gan_lightning.alarms import CollapseAlarm, NonFiniteError
 from gan_lightning.callbacks import InterruptCheckpoint, Interrupted, NetworkSummary
-from gan_lightning.checkpoint import AtomicCheckpointIO, CheckpointError, check_resume, newest_last_checkpoint, read_checkpoint
+from gan_lightning.checkpoint import AtomicCheckpointIO, CheckpointError, check_resume, newest_checkpoint_under, read_checkpoint
 from gan_lightning.config import ConfigError, pick, validate
 from gan_lightning.data import DataError, MNISTNotFoundError
 from gan_lightning.metrics.inception import InceptionUnavailable
@@ -159,7 +159,7 @@ def log_hparams(loggers: list, params: dict) -> None:
 
 
 def resume_from(cfg: DictConfig, images_per_step: int) -> str | None:
-    """cfg.ckpt_path as a file (ckpt_path=last: the newest last.ckpt under outputs/), checked before
+    """cfg.ckpt_path as a file (ckpt_path=last: the newest checkpoint under outputs/), checked before
     any training: a usable checkpoint whose stored state takes this config and the data module's
     images_per_step (checkpoint.check_resume)."""
     path = cfg.ckpt_path
@@ -170,7 +170,7 @@ def resume_from(cfg: DictConfig, images_per_step: int) -> str | None:
         path = own  # a requeued SLURM job in its own folder (conf/hydra/default.yaml names it by the job id)
         log.info("SLURM job %s started again: resuming from %s", os.environ["SLURM_JOB_ID"], path)
     if path == "last":
-        path = newest_last_checkpoint(Path(HydraConfig.get().runtime.cwd) / "outputs")
+        path = newest_checkpoint_under(Path(HydraConfig.get().runtime.cwd) / "outputs")
         log.info("resume: ckpt_path=last is %s", path)
     checkpoint = read_checkpoint(path)
     settings = {key: value for key, value in OmegaConf.to_container(cfg.module, resolve=True).items() if key != "_target_"}

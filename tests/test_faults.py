@@ -302,14 +302,20 @@ def test_a_run_folder_that_cannot_be_written_is_one_line(mnist_root, tmp_path):
     assert result.stderr.strip().splitlines() == [f"error: cannot write the run folder {tmp_path / 'file' / 'run'}: Not a directory; choose another hydra.run.dir"]
 
 
-def test_ckpt_path_last_is_the_newest_last_checkpoint(tmp_path):
-    from gan_lightning.checkpoint import newest_last_checkpoint
+def test_ckpt_path_last_is_the_newest_checkpoint_of_any_run_interrupted_ones_included(tmp_path):
+    from gan_lightning.checkpoint import newest_checkpoint_under
 
-    with pytest.raises(CheckpointError, match=rf"^ckpt_path=last: no last.ckpt under {tmp_path}; "):
-        newest_last_checkpoint(tmp_path)
-    for age, run in ((100, "runs/a"), (0, "multirun/b/0_x"), (50, "runs/c")):
-        path = tmp_path / run / "checkpoints" / "last.ckpt"
-        path.parent.mkdir(parents=True)
+    with pytest.raises(CheckpointError, match=rf"^ckpt_path=last: no checkpoint under {tmp_path}; "):
+        newest_checkpoint_under(tmp_path)
+    for age, name in ((100, "runs/a/checkpoints/last.ckpt"), (0, "multirun/b/0_x/checkpoints/last.ckpt"), (50, "runs/c/checkpoints/last.ckpt"),
+                      (-5, "runs/d/checkpoints/.last.ckpt.tmp"), (-5, "runs/d/classifier.ckpt")):
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"")
         os.utime(path, (time.time() - age, time.time() - age))
-    assert newest_last_checkpoint(tmp_path) == tmp_path / "multirun/b/0_x/checkpoints/last.ckpt"
+    assert newest_checkpoint_under(tmp_path) == tmp_path / "multirun/b/0_x/checkpoints/last.ckpt"
+    # a run stopped by Ctrl-C or SIGTERM in its first epoch has no last.ckpt: its interrupted.ckpt, not an older run's
+    interrupted = tmp_path / "runs/e/checkpoints/interrupted.ckpt"
+    interrupted.parent.mkdir(parents=True)
+    interrupted.write_bytes(b"")
+    assert newest_checkpoint_under(tmp_path) == interrupted
