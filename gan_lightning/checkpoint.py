@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from gan_lightning.compat import resume_where_training_stopped
 from gan_lightning.summary import first_line
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,15 @@ def newest_checkpoint_under(outputs: Path) -> Path:
     if not found:
         raise CheckpointError(f"ckpt_path=last: no checkpoint under {outputs}; give the file, ckpt_path=<run>/checkpoints/last.ckpt")
     return max(found, key=lambda p: p.stat().st_mtime)
+
+
+def epochs_trained(checkpoint: dict) -> int:
+    """The epochs a checkpoint's run completed, as Lightning counts them when it resumes (its
+    current_epoch), after the module's correction of the loops' progress (compat.resume_where_training_stopped,
+    which it applies to this dict: the module applies it again, to no effect, to the copy Lightning loads)."""
+    resume_where_training_stopped(checkpoint)
+    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
+    return progress.get("completed", checkpoint.get("epoch", 0))
 
 
 def flat(tree, prefix: str = "") -> dict:

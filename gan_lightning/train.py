@@ -28,7 +28,7 @@ from torch.utils.tensorboard.summary import hparams as hparams_summary
 from gan_lightning import compat, runfolder
 from gan_lightning.alarms import CollapseAlarm, NonFiniteError
 from gan_lightning.callbacks import InterruptCheckpoint, Interrupted, NetworkSummary
-from gan_lightning.checkpoint import AtomicCheckpointIO, CheckpointError, check_resume, newest_checkpoint_under, read_checkpoint
+from gan_lightning.checkpoint import AtomicCheckpointIO, CheckpointError, check_resume, epochs_trained, newest_checkpoint_under, read_checkpoint
 from gan_lightning.config import ConfigError, pick, validate
 from gan_lightning.data import DataError, MNISTNotFoundError
 from gan_lightning.metrics.inception import InceptionUnavailable
@@ -173,6 +173,10 @@ def resume_from(cfg: DictConfig, images_per_step: int) -> str | None:
         path = newest_checkpoint_under(Path(HydraConfig.get().runtime.cwd) / "outputs")
         log.info("resume: ckpt_path=last is %s", path)
     checkpoint = read_checkpoint(path)
+    max_epochs, done = cfg.trainer.get("max_epochs"), epochs_trained(checkpoint)
+    if max_epochs not in (None, -1) and done > max_epochs:  # Lightning refuses it with a traceback, after building everything
+        raise CheckpointError(f"cannot resume {path} with trainer.max_epochs={max_epochs}: its run has trained {done} epochs; "
+                              f"give trainer.max_epochs={done} or more")
     settings = {key: value for key, value in OmegaConf.to_container(cfg.module, resolve=True).items() if key != "_target_"}
     for line in check_resume(path, checkpoint, settings, images_per_step=images_per_step):
         log.info("%s", line)

@@ -189,3 +189,12 @@ def test_a_resume_longer_than_the_learning_rate_schedule_is_refused(train_in_pro
                                               r"past its end the rates would rise again; resume with the first run's trainer.max_steps"):
         train_in_process("eval=none", "optim.lr_schedule=cosine", "trainer.max_steps=8", f"ckpt_path={last_ckpt}", run_dir=tmp_path / "longer")
     assert not (tmp_path / "longer" / "checkpoints").exists()  # refused before any step
+
+
+def test_a_resume_with_fewer_epochs_than_the_checkpoint_trained_is_refused_in_one_line(train_in_process, tmp_path):
+    train_in_process("eval=none", "trainer.max_epochs=2", run_dir=tmp_path / "first")
+    last_ckpt = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    with pytest.raises(CheckpointError, match=rf"^cannot resume {last_ckpt} with trainer.max_epochs=1: its run has trained 2 epochs; "
+                                              r"give trainer.max_epochs=2 or more$"):
+        train_in_process("eval=none", "trainer.max_epochs=1", f"ckpt_path={last_ckpt}", run_dir=tmp_path / "shorter")
+    train_in_process("eval=none", "trainer.max_epochs=2", f"ckpt_path={last_ckpt}", run_dir=tmp_path / "same")  # nothing left: allowed
