@@ -313,13 +313,35 @@ def _check_batch_progress() -> None:
 #   (Lightning issue #19617, open, for the max_steps case).
 # Seen with Lightning 2.6.6 on tiny MNIST: 8 of 10 steps trained, or 11 of 16; tests/test_resume.py
 # resumes from both kinds of checkpoint.
+# Two more states that signals leave (InterruptCheckpoint saves in on_exception):
+# - SIGTERM/SIGUSR1 during an epoch's end hooks (its checkpoint, grid or evaluation): Lightning raises
+#   after counting the epoch completed (fit_loop.on_advance_end), so the checkpoint's epoch progress
+#   reads as a finished epoch that was never started again, its batch counter still at that epoch's
+#   batches: resumed as is, a max_steps run re-entered the epoch and trained one batch in it.
+#   Read as saved in on_train_epoch_end, the case above.
+# - Ctrl-C inside a batch: batches ready and started one ahead of completed and processed. The
+#   restart counts that batch as stepped (training_epoch_loop.reset: _batches_that_stepped += 1), so
+#   Lightning's logging steps fell one off the module's for the rest of the run and the resumed run
+#   wrote no step scalars. Read as saved before that batch, which the resumed run trains again (as
+#   Lightning's restart does anyway: ready goes back to completed).
 def resume_where_training_stopped(checkpoint: dict) -> None:
     """Make the fit loop's progress in a checkpoint read as Lightning's restart logic needs to go on
     where the run stopped (see above): an epoch that max_steps cut short reads as still running
-    (processed one back), an epoch that ended reads as completed."""
+    (processed one back), an epoch that ended reads as completed, a batch that Ctrl-C cut short as
+    not begun."""
     loop = checkpoint.get("loops", {}).get("fit_loop", {})
     batches, epochs = loop.get("epoch_loop.batch_progress"), loop.get("epoch_progress")
-    if not batches or not epochs or not all(epochs[k]["processed"] == epochs[k]["started"] == epochs[k]["completed"] + 1 for k in ("total", "current")):
+    if not batches or not epochs:
+        return
+    if all(batches[k]["ready"] == batches[k]["started"] == batches[k]["completed"] + 1 == batches[k]["processed"] + 1 for k in ("total", "current")):
+        for k in ("total", "current"):  # Ctrl-C inside a batch
+            batches[k]["ready"] = batches[k]["started"] = batches[k]["completed"]
+        return
+    if batches["current"]["ready"] > 0 and all(epochs[k]["processed"] == epochs[k]["started"] == epochs[k]["completed"] for k in ("total", "current")):
+        for k in ("total", "current"):  # a signal during the epoch's end hooks: as saved in on_train_epoch_end
+            epochs[k]["completed"] -= 1
+        checkpoint["epoch"] = epochs["current"]["completed"]
+    if not all(epochs[k]["processed"] == epochs[k]["started"] == epochs[k]["completed"] + 1 for k in ("total", "current")):
         return  # not saved in on_train_epoch_end
     if batches["current"]["ready"] > 0 and not batches["is_last_batch"]:  # max_steps cut the epoch short
         for k in ("total", "current"):

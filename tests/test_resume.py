@@ -1,5 +1,7 @@
 """Exact resume on CPU: a run interrupted and resumed ends with the weights of the run that was not."""
 
+import os
+import signal
 from pathlib import Path
 
 import lightning as L
@@ -7,6 +9,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from gan_lightning.callbacks import Interrupted
 from gan_lightning.checkpoint import CheckpointError
 from gan_lightning.summary import read_summary
 from tests.conftest import FAST, train_here
@@ -198,3 +201,58 @@ def test_a_resume_with_fewer_epochs_than_the_checkpoint_trained_is_refused_in_on
                                               r"give trainer.max_epochs=2 or more$"):
         train_in_process("eval=none", "trainer.max_epochs=1", f"ckpt_path={last_ckpt}", run_dir=tmp_path / "shorter")
     train_in_process("eval=none", "trainer.max_epochs=2", f"ckpt_path={last_ckpt}", run_dir=tmp_path / "same")  # nothing left: allowed
+
+
+class SigtermAtEpochEnd(L.Callback):
+    """SIGTERM while the epoch's end hooks run (its checkpoint, grid, evaluation): Lightning stops after
+    counting the epoch completed, and InterruptCheckpoint saves then."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_epoch_end(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+@pytest.mark.parametrize("stop_at", [BATCHES, BATCHES + 3], ids=["at_an_epoch_end", "at_max_steps_within_an_epoch"])
+def test_a_sigterm_during_the_epoch_end_hooks_of_a_max_steps_run_resumes_exactly(mnist_root, tmp_path, stop_at):
+    data = [f"data.root={mnist_root}", "eval=none", "trainer.max_epochs=-1"]
+    uninterrupted = run(tmp_path, "straight", [*data, f"trainer.max_steps={2 * BATCHES}"])
+    with pytest.raises(Interrupted):
+        # at the end of the first of two epochs; or at the run's end, max_steps cutting its second epoch short
+        max_steps = 2 * BATCHES if stop_at == BATCHES else stop_at
+        run(tmp_path, "stopped", [*data, f"trainer.max_steps={max_steps}"], callbacks=[SigtermAtEpochEnd(stop_at)])
+    interrupted = tmp_path / "stopped" / "checkpoints" / "interrupted.ckpt"
+    assert torch.load(interrupted, weights_only=True)["global_step"] == stop_at
+    resumed = run(tmp_path, "resumed", [*data, f"trainer.max_steps={2 * BATCHES}", f"ckpt_path={interrupted}"])
+    assert_same_training_state(resumed, uninterrupted)
+
+
+class CtrlCInBatch(L.Callback):
+    """Ctrl-C in the middle of a batch: after its D update, before its G update."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if trainer.global_step == self.step and optimizer is trainer.optimizers[1]:
+            signal.raise_signal(signal.SIGINT)
+
+
+def test_a_run_resumed_after_ctrl_c_inside_a_batch_logs_its_training_scalars(mnist_root, tmp_path):
+    data = [f"data.root={mnist_root}", "eval=none"]
+    straight = run(tmp_path, "straight", data)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (pytest-xdist workers ignore it)
+    try:
+        with pytest.raises((SystemExit, Interrupted, KeyboardInterrupt)):
+            run(tmp_path, "stopped", data, callbacks=[CtrlCInBatch(MID_EPOCH_STEP)])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    interrupted = tmp_path / "stopped" / "checkpoints" / "interrupted.ckpt"
+    resumed = run(tmp_path, "resumed", [*data, f"ckpt_path={interrupted}"])
+    assert resumed["global_step"] == straight["global_step"]
+    scalars = lambda name: [e.step for e in EventAccumulator(str(next((tmp_path / name).glob("events.out.tfevents.*"))),
+                                                                  size_guidance={"scalars": 0}).Reload().Scalars("train/loss_g")]
+    # every step after the stop has its point (FAST logs every step), as in the run that was not stopped
+    assert scalars("resumed") == [s for s in scalars("straight") if s >= MID_EPOCH_STEP]
