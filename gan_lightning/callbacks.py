@@ -7,12 +7,14 @@ import signal
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import ModelSummary
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.model_summary.model_summary import get_formatted_model_size, get_human_readable_count
 from torchvision.utils import make_grid, save_image
 
+from gan_lightning.compat import stop_after_this_batch
 from gan_lightning.loggers import last_batch_step
 
 log = logging.getLogger(__name__)
@@ -55,21 +57,52 @@ class InterruptCheckpoint(L.Callback):
     Lightning turns SIGTERM into a SIGTERMException at the end of the current batch; SIGUSR1 is made
     to do the same, unless Lightning claimed it (SLURM's auto-requeue saves its own hpc_ckpt and
     requeues the job). Unlike Lightning's OnExceptionCheckpoint this ignores other exceptions, whose
-    state may be broken (a NaN loss, say), and it does not make fit() look for a checkpoint to resume from."""
+    state may be broken (a NaN loss, say), and it does not make fit() look for a checkpoint to resume from.
+
+    Under DDP the signal handlers are its own: they note the signal (and pass it on, as Lightning's
+    does), and at each batch's end the processes agree by one all-reduce whether any was signalled,
+    then all stop after that batch. A signal during an epoch's end (checkpoint, grid, evaluation)
+    stops the run after the next batch; one after the last batch lets the run finish."""
 
     def __init__(self, dirpath: str, filename: str = "interrupted"):
         self.path = Path(dirpath) / f"{filename}.ckpt"
         self.signum = signal.SIGTERM  # the signal behind a SIGTERMException
+        self.pending, self.launcher = None, None  # under DDP: the signal noted, and the launcher to pass it on with
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Lightning registers its signal handlers just before this hook and restores the previous
-        # ones when fit() ends, this one included.
-        if signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None):
+        # ones when fit() ends, these included.
+        self.pending, self.launcher = None, trainer.strategy.launcher
+        sigusr1_free = signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None)  # else SLURM's auto-requeue has it
+        if trainer.world_size > 1:
+            # Lightning's SIGTERM handler runs a collective, which deadlocks when the signal lands in
+            # another one (compat.stop_after_this_batch): note the signal, agree at a batch's end.
+            signal.signal(signal.SIGTERM, self._note)
+            if sigusr1_free:
+                signal.signal(signal.SIGUSR1, self._note)
+        elif sigusr1_free:
             signal.signal(signal.SIGUSR1, self._stop_as_on_sigterm)
 
     def _stop_as_on_sigterm(self, signum, frame) -> None:
         self.signum = signum
-        signal.getsignal(signal.SIGTERM)(signum, frame)  # Lightning's: stop after this batch, tell the DDP processes
+        signal.getsignal(signal.SIGTERM)(signum, frame)  # Lightning's: stop after this batch
+
+    def _note(self, signum, frame) -> None:
+        """Under DDP: remember the signal and pass it on to the processes this one started (rank 0 of
+        a script launch, as Lightning's handler does); the batch's end acts on it."""
+        if self.pending is None:
+            self.pending = signum
+            if self.launcher is not None:
+                self.launcher.kill(signum)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
+        if trainer.world_size < 2:
+            return
+        # every process is here, after the same batch: one small all-reduce says whether any was signalled
+        signalled = int(trainer.strategy.reduce(torch.tensor(float(self.pending or 0), device=pl_module.device), reduce_op="max").item())
+        if signalled:
+            self.signum = signal.Signals(signalled)
+            stop_after_this_batch(trainer)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, (KeyboardInterrupt, SIGTERMException)):

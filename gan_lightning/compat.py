@@ -459,7 +459,27 @@ def _check_sweep_launchers() -> None:
         raise CompatError("submitit's SlurmExecutor has no _make_submission_file_text")
 
 
-CHECKS = [_check_step_hooks, _check_partial, _check_nvml, _check_ddp_command, _check_file_writer, _check_amp, _check_grouping,
+# --- Lightning: a stop signal under DDP, without a collective inside the signal handler ----------------
+# Lightning 2.6's SIGTERM handler (trainer/connectors/signal_connector.py, _sigterm_notifier_fn, "New
+# broadcast logic") calls torch.distributed.broadcast inside the handler. A handler runs wherever the
+# main thread is; when that is inside another collective (the barrier of Trainer.save_checkpoint at
+# an epoch's end), the two processes wait on different collectives for ever (seen with 2 CPU
+# processes and gloo: both hung, no checkpoint saved). callbacks.InterruptCheckpoint handles the signal
+# itself under DDP and agrees on the stop at a batch's end, where every process is; then it sets the
+# flag Lightning's loop reads there to stop after that batch (training_epoch_loop.on_advance_end).
+def stop_after_this_batch(trainer) -> None:
+    trainer._signal_connector.received_sigterm = True
+
+
+def _check_signal_flag() -> None:
+    from lightning.pytorch.loops.training_epoch_loop import _TrainingEpochLoop
+    from lightning.pytorch.trainer.connectors.signal_connector import _SignalConnector
+
+    if "received_sigterm" not in inspect.getsource(_SignalConnector.__init__) or "self.trainer.received_sigterm" not in inspect.getsource(_TrainingEpochLoop.on_advance_end):
+        raise CompatError("Lightning's loop no longer stops after a batch on its signal connector's received_sigterm")
+
+
+CHECKS = [_check_signal_flag, _check_step_hooks, _check_partial, _check_nvml, _check_ddp_command, _check_file_writer, _check_amp, _check_grouping,
           _check_batch_progress, _check_hook_calls, _check_result_reset, _check_epoch_restart]
 SWEEP_CHECKS = [_check_sweep_launchers]  # run by the launchers before a sweep's first job
 

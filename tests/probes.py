@@ -2,6 +2,8 @@
 
 import hashlib
 import json
+import os
+import signal
 import warnings
 from pathlib import Path
 
@@ -68,3 +70,15 @@ class Warn(L.Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         warnings.warn(self.message)
+
+
+class SigtermDuringSave(L.Callback):
+    """Rank 0 sends itself SIGTERM while the checkpoint of step `step` is being saved: inside
+    Trainer.save_checkpoint, whose barrier the other process may already wait in."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        if trainer.global_rank == 0 and trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)

@@ -186,6 +186,18 @@ def test_minimax_on_two_cpu_processes_with_ddp(mnist_root, tmp_path):
     assert len(set(seen[0]) | set(seen[1])) == 256
 
 
+def test_sigterm_while_ddp_saves_a_checkpoint_stops_both_processes_after_the_next_batch(mnist_root, tmp_path):
+    # Lightning's own SIGTERM handler runs a collective; landing in the save's barrier it hung both processes.
+    run = tmp_path / "run"
+    result = run_train("trainer.devices=2", f"data.root={mnist_root}", f"hydra.run.dir={run}", *FAST, "trainer.max_epochs=3", "eval=none",
+                       "+callbacks.sigterm._target_=tests.probes.SigtermDuringSave", f"+callbacks.sigterm.step={BATCHES // 2}", timeout=240)
+    assert result.returncode == 128 + signal.SIGTERM, result.stderr[-3000:]
+    stopped_at = BATCHES // 2 + 1  # the first batch of the second epoch
+    assert f"error: stopped by SIGTERM at step {stopped_at}; resume with ckpt_path={run / 'checkpoints' / 'interrupted.ckpt'}" in result.stderr
+    assert checkpoint(run / "checkpoints" / "interrupted.ckpt")["global_step"] == stopped_at
+    assert checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == BATCHES // 2  # the save the signal came into is whole
+
+
 def test_a_ddp_job_of_a_parallel_sweep_runs_in_its_own_folder(mnist_root, tmp_path):
     # Each job's second DDP process is started from the job's own process (a submitit job under the
     # parallel launcher) and must re-run that job alone, in its folder (one job is enough to see that;
@@ -347,7 +359,7 @@ def test_ctrl_c_leaves_a_checkpoint_to_resume_from(mnist_root, tmp_path, train_i
 
 @pytest.mark.parametrize("override, message", [
     ("trainer.devices=abc", "trainer: TypeError: `devices` selected with `CPUAccelerator` should be an int > 0."),
-    ("trainer.max_epochs=-3", "trainer: MisconfigurationException: `max_epochs` must be a non-negative integer or -1. You passed in -3."),
+    ("trainer.max_time=abc", "trainer: MisconfigurationException: `Timer(duration='abc')` is not a valid duration. Expected a string in the format DD:HH:MM:SS."),
     ("loss.generator._target_=nowhere.loss", "module: ImportError: Error loading 'nowhere.loss': "
                                              "ModuleNotFoundError(\"No module named 'nowhere'\") Are you sure that module 'nowhere' is installed?"),
 ])
