@@ -21,3 +21,10 @@ class GANTensorBoardLogger(TensorBoardLogger):
         metrics = {name: value for name, value in metrics.items() if name != "epoch"}
         if metrics:
             super().log_metrics(metrics, step)
+
+    def purge_from(self, step: int) -> None:
+        """A run resumed at `step` into a folder whose event files may hold points from `step` on (a
+        sweep job killed after its last checkpoint, continued from it in its folder): TensorBoard
+        drops those (SummaryWriter's purge_step), so that the curves do not run back. Before the
+        writer is made, i.e. before anything is logged."""
+        self._kwargs["purge_step"] = step

@@ -30,6 +30,7 @@ from gan_lightning.alarms import CollapseAlarm, NonFiniteError
 from gan_lightning.callbacks import InterruptCheckpoint, Interrupted, NetworkSummary
 from gan_lightning.checkpoint import AtomicCheckpointIO, CheckpointError, check_resume, epochs_trained, newest_checkpoint_under, read_checkpoint
 from gan_lightning.config import ConfigError, pick, validate
+from gan_lightning.loggers import GANTensorBoardLogger
 from gan_lightning.data import DataError, MNISTNotFoundError
 from gan_lightning.metrics.inception import InceptionUnavailable
 from gan_lightning.precision import Float32Precision, matmul_precision
@@ -158,8 +159,8 @@ def log_hparams(loggers: list, params: dict) -> None:
             compat.file_writer(logger.experiment).add_summary(session_start)
 
 
-def resume_from(cfg: DictConfig, images_per_step: int) -> str | None:
-    """cfg.ckpt_path as a file (ckpt_path=last: the newest checkpoint under outputs/), checked before
+def resume_from(cfg: DictConfig, images_per_step: int) -> tuple[str, int] | None:
+    """cfg.ckpt_path as a file (ckpt_path=last: the newest checkpoint under outputs/) and its step, checked before
     any training: a usable checkpoint whose stored state takes this config and the data module's
     images_per_step (checkpoint.check_resume)."""
     path = cfg.ckpt_path
@@ -180,7 +181,7 @@ def resume_from(cfg: DictConfig, images_per_step: int) -> str | None:
     settings = {key: value for key, value in OmegaConf.to_container(cfg.module, resolve=True).items() if key != "_target_"}
     for line in check_resume(path, checkpoint, settings, images_per_step=images_per_step):
         log.info("%s", line)
-    return str(path)
+    return str(path), checkpoint.get("global_step", 0)
 
 
 def train(cfg: DictConfig, extra_callbacks: list = ()) -> float | None:
@@ -218,7 +219,7 @@ def train_validated(cfg: DictConfig, extra_callbacks: list) -> float | None:
     compat.check()  # the internals the workarounds rely on are there
     with refused_as_one_line():
         datamodule = instantiate(cfg.data.datamodule)
-    ckpt_path = resume_from(cfg, datamodule.images_per_step)
+    ckpt_path, resumed_step = resume_from(cfg, datamodule.images_per_step) or (None, None)
     datamodule.prepare_data()  # fail on missing data before launching processes or building models
     if cfg.seed is not None:
         try:
@@ -230,6 +231,9 @@ def train_validated(cfg: DictConfig, extra_callbacks: list) -> float | None:
         module = instantiate(cfg.module, _recursive_=False, _convert_="all")
         callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None] + list(extra_callbacks)
         loggers = [instantiate(c) for c in (cfg.logger or {}).values() if c is not None]
+        for logger in loggers:
+            if resumed_step is not None and isinstance(logger, GANTensorBoardLogger):
+                logger.purge_from(resumed_step)
         trainer = build_trainer(cfg, callbacks, loggers)
     log_hparams(loggers, pick(cfg, cfg.hparams_to_log))
 

@@ -256,3 +256,14 @@ def test_a_run_resumed_after_ctrl_c_inside_a_batch_logs_its_training_scalars(mni
                                                                   size_guidance={"scalars": 0}).Reload().Scalars("train/loss_g")]
     # every step after the stop has its point (FAST logs every step), as in the run that was not stopped
     assert scalars("resumed") == [s for s in scalars("straight") if s >= MID_EPOCH_STEP]
+
+
+def test_a_run_resumed_in_its_own_folder_from_an_older_checkpoint_has_each_point_once(mnist_root, tmp_path):
+    # A sweep job killed after it had logged past its last checkpoint is continued from it, in its folder:
+    # TensorBoard must show each step once, the resumed run's values, not two overlapping curves.
+    data = [f"data.root={mnist_root}", "eval=none"]
+    older = tmp_path / "older.ckpt"
+    first = run(tmp_path, "job", data, callbacks=[SaveAt(MID_EPOCH_STEP, older)])
+    run(tmp_path, "job", [*data, f"ckpt_path={older}"])
+    events = EventAccumulator(str(tmp_path / "job"), size_guidance={"scalars": 0}).Reload()
+    assert [e.step for e in events.Scalars("train/loss_g")] == list(range(first["global_step"]))
