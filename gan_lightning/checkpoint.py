@@ -74,6 +74,8 @@ def read_checkpoint(path) -> dict:
     """The checkpoint at path, or CheckpointError in one line if it is missing or not one of ours
     (empty, truncated, another project's). train.py, eval.py and sample.py all check with this."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"ckpt_path is a folder, not a checkpoint: {path}; give a file in it, e.g. {path / 'checkpoints' / 'last.ckpt'}")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:

@@ -176,7 +176,9 @@ def run_sweep_job(cfg: DictConfig, train_fn, expected_errors: tuple = ()) -> flo
         write_status(run_dir, status="failed", error=last_line(err))
         return float("nan")
     except BaseException as err:  # Ctrl-C, SIGTERM: the sweep stops, this job can continue later
-        write_status(run_dir, status="interrupted", error=last_line(err))
+        # Lightning ends a Ctrl-C with sys.exit(1): say what it was, not "SystemExit: 1"
+        what = "Ctrl-C" if isinstance(err, (KeyboardInterrupt, SystemExit)) else last_line(err)
+        write_status(run_dir, status="interrupted", error=what)
         raise
     write_status(run_dir, status="completed", value=value, last_checkpoint=str(newest_checkpoint(run_dir) or ""))
     return float("nan") if value is None else value

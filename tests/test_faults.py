@@ -236,6 +236,8 @@ def test_unusable_checkpoints_are_one_check_for_train_eval_and_sample(tmp_path, 
         read_checkpoint(path)
     with pytest.raises(CheckpointError, match=r"^checkpoint not found: "):
         read_checkpoint(tmp_path / "missing.ckpt")
+    with pytest.raises(CheckpointError, match=rf"^ckpt_path is a folder, not a checkpoint: {tmp_path}; give a file in it, e.g. {tmp_path}/checkpoints/last.ckpt$"):
+        read_checkpoint(tmp_path)
 
 
 def test_a_bad_ckpt_path_stops_train_before_it_writes_anything(train_in_process, tmp_path):

@@ -157,6 +157,20 @@ def test_a_rerun_of_a_sweep_runs_again_only_the_jobs_that_did_not_finish(tmp_pat
     assert value == (0.5 if runs_again else 1.5) or (before == "diverged" and math.isnan(value))
 
 
+@pytest.mark.parametrize("stop, said", [(SystemExit(1), "Ctrl-C"), (KeyboardInterrupt(), "Ctrl-C")])
+def test_a_job_stopped_by_ctrl_c_is_recorded_as_interrupted_by_it(tmp_path, stop, said):
+    cfg = compose_config("seed=3", output_dir=tmp_path)
+    with read_write(HydraConfig.get()):
+        HydraConfig.get().job.num = 2
+
+    def stopped(cfg):  # Lightning ends a Ctrl-C with sys.exit(1)
+        raise stop
+
+    with pytest.raises(type(stop)):
+        run_sweep_job(cfg, stopped)
+    assert (read_status(tmp_path)["status"], read_status(tmp_path)["error"]) == ("interrupted", said)
+
+
 def test_a_job_whose_process_outlived_its_killed_sweep_is_not_started_again_while_it_runs(tmp_path):
     # kill -9 of a parallel sweep leaves its jobs' processes running: a re-run must not train a second time in their folders
     cfg = compose_config("seed=3", output_dir=tmp_path)
