@@ -171,9 +171,10 @@ class CollapseAlarm(L.Callback):
     """Two signs of a failing game, checked whenever the training scalars are logged:
 
     - D has won, read as the loss reads D's output (loss.d_output), at every check for window_steps
-      steps: for the logistic losses (probability) mean D(x) > d_real_above (times the real label under
-      label smoothing) and mean D(G(z)) < d_fake_below (train/d_real, train/d_fake); for hinge (margin) every real and fake sample past
-      its margin (train/d_margins_met = 1: D's loss is 0 and D learns nothing more). Off for
+      steps: for the logistic losses (probability) mean D(x) > d_real_above (times the real label
+      under label smoothing) and mean D(G(z)) < d_fake_below (train/d_real, train/d_fake); for hinge
+      (margin) every real and fake sample past its margin (train/d_margins_met = 1: D's loss is 0
+      and D learns nothing more). Off for
       least-squares and Wasserstein (score): their G loss does not saturate when D separates, and a
       critic's unbounded score has no winning value.
     - Low coverage: eval/classes_covered below min_classes_covered, judged at the end of an epoch
