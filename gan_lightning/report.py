@@ -9,6 +9,7 @@ report and left out of the table and plots; runs without eval metrics show "n/a"
 import argparse
 import csv
 import math
+import textwrap
 import re
 import statistics
 import sys
@@ -278,8 +279,9 @@ def eval_epoch(run: Run, step: int) -> int | None:
     return None if epoch is None else epoch + 1
 
 
-def save(fig, path: Path) -> None:
-    fig.tight_layout()
+def save(fig, path: Path, layout: bool = True) -> None:
+    if layout:
+        fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
@@ -290,8 +292,13 @@ def plot_fid(groups, out: Path) -> bool:
     if drawn:
         ax.set(xlabel="epochs trained", ylabel="FID (MNIST classifier features)", title="FID against epoch (mean over seeds, band: min to max)")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the curves, not on them
-        save(fig, out)
+        # below the curves, not on or beside them: a label lists a configuration's overrides, and a long
+        # one beside the plot squeezed it to a strip
+        fig.tight_layout()  # before the legend, which would squeeze the plot: the saved image grows to hold it instead
+        handles, labels = ax.get_legend_handles_labels()
+        ax.legend(handles, [textwrap.fill(label, 150) for label in labels], fontsize=7, loc="upper center",
+                  bbox_to_anchor=(0.5, -0.14), ncol=1 if max(map(len, labels)) > 70 else 2)
+        save(fig, out, layout=False)
     plt.close(fig)
     return drawn
 
