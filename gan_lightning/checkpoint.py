@@ -50,6 +50,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
         path = Path(path)
         tmp = path.with_name(f".{path.name}.tmp")
+        if not getattr(self, "swept", False):  # what a process killed during a save left (kill -9): one run writes a folder
+            self.swept = True
+            for stale in path.parent.glob(".*.ckpt.tmp"):
+                with suppress(OSError):
+                    stale.unlink()
         try:
             with ctrl_c_held_back():
                 path.parent.mkdir(parents=True, exist_ok=True)

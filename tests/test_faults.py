@@ -119,6 +119,17 @@ def test_checkpoints_are_written_under_a_temporary_name_then_renamed(train_in_pr
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["epoch000-step0000001.ckpt", "last.ckpt"]
 
 
+def test_the_partial_file_of_a_save_killed_earlier_is_removed_at_the_next_run_s_first_save(tmp_path):
+    from gan_lightning.checkpoint import AtomicCheckpointIO
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    (folder / ".epoch003-step0000400.ckpt.tmp").write_bytes(b"half a checkpoint")  # kill -9 during a save
+    (folder / "notes.txt").write_text("not ours to remove")
+    AtomicCheckpointIO().save_checkpoint({"global_step": 1}, folder / "last.ckpt")
+    assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt", "notes.txt"]
+
+
 def test_ctrl_c_while_a_checkpoint_is_written_interrupts_the_run_after_the_write(train_in_process, tmp_path, monkeypatch):
     real_save = torch.save
 
