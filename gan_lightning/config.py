@@ -85,6 +85,10 @@ def validate(cfg: DictConfig) -> None:
             valid = False
         if not valid:
             raise ConfigError(f"{key} must be {allowed}, got {value!r}")
+    if OmegaConf.select(cfg, "callbacks.sgd_schedule") is not None and OmegaConf.select(cfg, "optim.optimizer._target_") != "torch.optim.SGD":
+        # it sets SGD's momentum and decays rates made for SGD (lr 0.1): another optimizer would train with them silently
+        raise ConfigError(f"callbacks.sgd_schedule (the SGD schedule of experiment=goodfellow2014) needs optim=sgd, "
+                          f"got {OmegaConf.select(cfg, 'optim.optimizer._target_')}")
     clipped = [key for key in ("optim.clip_grad_norm_d", "optim.clip_grad_norm_g") if OmegaConf.select(cfg, key) is not None]
     if clipped and "mixed" in str(OmegaConf.select(cfg, "trainer.precision")) and OmegaConf.select(cfg, "optim.optimizer.fused"):
         # a fused optimizer unscales fp16 gradients inside its step, after any clipping could run; Lightning refuses it mid-run

@@ -129,3 +129,5 @@ def test_the_simultaneous_update_refuses_what_it_does_not_do():
         train(composed(["experiment=goodfellow2014", "trainer.devices=2"]))  # refused before anything starts
     with pytest.raises(ConfigError, match=r"^optim.simultaneous must be true or false, got 'no'$"):
         validate(composed(["experiment=goodfellow2014", "optim.simultaneous=no"]))
+    with pytest.raises(ConfigError, match=r"^callbacks.sgd_schedule \(the SGD schedule of experiment=goodfellow2014\) needs optim=sgd, got torch.optim.Adam$"):
+        validate(composed(["experiment=goodfellow2014", "optim=adam"]))
