@@ -259,7 +259,7 @@ def test_a_run_resumed_after_ctrl_c_inside_a_batch_logs_its_training_scalars(mni
 
 def test_a_run_resumed_in_its_own_folder_from_an_older_checkpoint_has_each_point_once(mnist_root, tmp_path):
     # A sweep job killed after it had logged past its last checkpoint is continued from it, in its folder:
-    # TensorBoard must show each step once, the resumed run's values, not two overlapping curves.
+    # TensorBoard must show each step once, not two overlapping curves that run back at the resumed step.
     data = [f"data.root={mnist_root}", "eval=none"]
     older = tmp_path / "older.ckpt"
     first = run(tmp_path, "job", data, callbacks=[SaveAt(MID_EPOCH_STEP, older)])
