@@ -13,7 +13,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from gan_lightning.compat import resume_where_training_stopped
-from gan_lightning.summary import first_line
+from gan_lightning.summary import first_line, newest_checkpoint_of
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +47,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     (Lightning's own writer serialises to memory first, but then writes straight to the final name.)
     Run folders are local, so this writes with open(), not fsspec."""
 
+    swept = False  # whether this writer has removed the partial files a killed save left in its folder (at its first save)
+
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
         path = Path(path)
         tmp = path.with_name(f".{path.name}.tmp")
-        if not getattr(self, "swept", False):  # what a process killed during a save left (kill -9): one run writes a folder
+        if not self.swept:  # what a process killed during a save left (kill -9): one run writes a folder
             self.swept = True
             for stale in path.parent.glob(".*.ckpt.tmp"):
                 with suppress(OSError):
@@ -102,10 +104,10 @@ def newest_checkpoint_under(outputs: Path) -> Path:
     checkpoints/ folder): last.ckpt, an epoch checkpoint, or interrupted.ckpt, so that a run stopped
     by Ctrl-C or a signal goes on from where it stopped, not from its last epoch's end (or from an
     older run, when it was stopped in its first epoch)."""
-    found = [p for p in Path(outputs).rglob("checkpoints/*.ckpt") if p.is_file() and not p.name.startswith(".")]  # not a half-written file
-    if not found:
+    found = newest_checkpoint_of(p for p in Path(outputs).rglob("checkpoints/*.ckpt") if p.is_file())
+    if found is None:
         raise CheckpointError(f"ckpt_path=last: no checkpoint under {outputs}; give the file, ckpt_path=<run>/checkpoints/last.ckpt")
-    return max(found, key=lambda p: p.stat().st_mtime)
+    return found
 
 
 def epochs_trained(checkpoint: dict) -> int:

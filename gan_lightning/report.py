@@ -9,10 +9,10 @@ report and left out of the table and plots; runs without eval metrics show "n/a"
 import argparse
 import csv
 import math
-import textwrap
 import re
 import statistics
 import sys
+import textwrap
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -35,11 +35,17 @@ def final_metrics(trainer: L.Trainer) -> dict[str, float]:
     return {name: round(float(value), 6) for name, value in sorted(trainer.callback_metrics.items()) if "/" in name and value.numel() == 1}
 
 
+def newest_checkpoint_of(paths) -> Path | None:
+    """The most recently written of these checkpoint files, leaving out the hidden temporary file of
+    an unfinished save (.<name>.tmp); None when there is none."""
+    found = [p for p in paths if not p.name.startswith(".")]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
 def resume_checkpoint(run_dir: Path) -> Path | None:
     """The checkpoint to continue this run from: the newest of checkpoints/*.ckpt (last.ckpt,
     interrupted.ckpt, an epoch checkpoint)."""
-    found = [p for p in (run_dir / "checkpoints").glob("*.ckpt") if not p.name.startswith(".")]  # not a half-written file
-    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+    return newest_checkpoint_of((run_dir / "checkpoints").glob("*.ckpt"))
 
 
 def write_summary(trainer: L.Trainer, run_dir: Path | str, status: str, error: str | None = None, steps: int | None = None) -> dict | None:

@@ -23,6 +23,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from gan_lightning.alarms import NonFiniteError
+from gan_lightning.summary import newest_checkpoint_of
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +99,7 @@ def newest_checkpoint(run_dir: Path) -> Path | None:
     """The checkpoint a job left behind to continue from: last.ckpt, an epoch checkpoint,
     interrupted.ckpt (Ctrl-C, SIGTERM) or Lightning's SLURM hpc_ckpt_N.ckpt, whichever is newest."""
     run_dir = Path(run_dir)
-    found = [*(run_dir / "checkpoints").glob("*.ckpt"), *run_dir.glob("hpc_ckpt_*.ckpt")]
-    found = [p for p in found if not p.name.startswith(".")]  # temporary files of an unfinished save
-    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+    return newest_checkpoint_of([*(run_dir / "checkpoints").glob("*.ckpt"), *run_dir.glob("hpc_ckpt_*.ckpt")])
 
 
 def last_line(err: BaseException) -> str:

@@ -30,8 +30,8 @@ from gan_lightning.alarms import CollapseAlarm, NonFiniteError
 from gan_lightning.callbacks import InterruptCheckpoint, Interrupted, NetworkSummary
 from gan_lightning.checkpoint import AtomicCheckpointIO, CheckpointError, check_resume, epochs_trained, newest_checkpoint_under, read_checkpoint
 from gan_lightning.config import ConfigError, pick, validate
-from gan_lightning.loggers import GANTensorBoardLogger
 from gan_lightning.data import DataError, MNISTNotFoundError
+from gan_lightning.loggers import GANTensorBoardLogger
 from gan_lightning.metrics.inception import InceptionUnavailable
 from gan_lightning.precision import Float32Precision, matmul_precision
 from gan_lightning.runfolder import slurm_batch_job
